@@ -1,0 +1,291 @@
+"""Run directories, metric logging and progress bars.
+
+Every training command writes one run directory::
+
+    runs/<method>/<name>-<YYYYmmdd-HHMMSS>/
+        config.json      resolved config, auxfn version, method, seed, command line
+        metrics.jsonl    one JSON object per logged step ({"step": ..., "time": ..., "loss/total": ...})
+        events.out.*     TensorBoard events of the same scalars (when tensorboard is installed)
+        checkpoints/     step_<N>/ folders written atomically (auxfn.core.checkpoint)
+        figures/         *.png
+        summary.json     final metrics
+        report.md        what was run, the headline numbers, the figures
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from auxfn import __version__
+from auxfn.core.config import to_dict
+from auxfn.core.errors import DivergedError, UserError
+
+__all__ = ["MetricLogger", "Run", "jsonable", "progress", "read_metrics"]
+
+
+def jsonable(value: Any) -> Any:
+    """Turn tensors, numpy scalars/arrays, paths and dataclasses into JSON primitives.
+
+    Non-finite floats become ``None`` so that every file written stays strict JSON.
+    """
+    if hasattr(value, "detach"):  # torch tensor
+        value = value.detach().cpu()
+        value = value.item() if value.numel() == 1 else value.tolist()
+    elif hasattr(value, "tolist") and type(value).__module__.startswith("numpy"):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    try:
+        return jsonable(to_dict(value))
+    except TypeError:
+        return str(value)
+
+
+def progress(
+    iterable: Iterable[Any] | None = None,
+    *,
+    total: int | None = None,
+    desc: str | None = None,
+    quiet: bool = False,
+    initial: int = 0,
+):
+    """A tqdm bar on stderr, silent with ``quiet`` or when stderr is not a terminal (CI, pipes)."""
+    from tqdm.auto import tqdm
+
+    disable = quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+    return tqdm(iterable, total=total, desc=desc, disable=disable, initial=initial, dynamic_ncols=True, leave=False)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl`` (a run folder or the file itself)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class MetricLogger:
+    """Appends ``{"step", "time", **metrics}`` rows to ``metrics.jsonl``; mirrors scalars to TensorBoard.
+
+    ``resume_step``: rows logged after that step by an interrupted run are dropped (and
+    TensorBoard is told to purge them) so a resumed run's log reads like one uninterrupted run.
+    """
+
+    def __init__(self, run_dir: str | Path, *, tensorboard: bool = True, resume_step: int | None = None):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "metrics.jsonl"
+        self._t0 = time.perf_counter()
+        if resume_step is not None and self.path.exists():
+            kept = [r for r in read_metrics(self.path) if r.get("step", -1) <= resume_step]
+            self._t0 -= max((r.get("time") or 0.0 for r in kept), default=0.0)
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self._file = open(self.path, "a", buffering=1)  # line-buffered: a crash loses at most one row
+        self._tb = None
+        if tensorboard and importlib.util.find_spec("tensorboard") is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            purge = None if resume_step is None else resume_step + 1
+            self._tb = SummaryWriter(log_dir=str(self.dir), purge_step=purge)
+
+    def log(self, step: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """Write one row; tensors and numpy values are converted. Returns the row written."""
+        row = {"step": int(step), "time": round(time.perf_counter() - self._t0, 4)}
+        row.update({k: jsonable(v) for k, v in metrics.items()})
+        self._file.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(key, value, int(step))
+        return row
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+class Run:
+    """One run directory; see the module docstring for its layout.
+
+    Create with :meth:`Run.create` (a new run), :meth:`Run.resume` (continue an
+    interrupted one) or :meth:`Run.open` (read an existing one, e.g. for ``eval``).
+    """
+
+    def __init__(self, path: str | Path, *, quiet: bool = False):
+        self.path = Path(path)
+        self.quiet = quiet
+        self._logger: MetricLogger | None = None
+        self._resume_step: int | None = None
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(
+        cls,
+        method: str,
+        config: Any = None,
+        *,
+        name: str | None = None,
+        out: str | Path | None = None,
+        root: str | Path = "runs",
+        seed: int | None = None,
+        quiet: bool = False,
+    ) -> Run:
+        """Make a new run folder: ``out`` if given, else ``<root>/<method>/<name>-<timestamp>``.
+
+        An ``out`` that already holds a run is refused (resume it instead), so no run is
+        ever overwritten.
+        """
+        if out is not None:
+            path = Path(out)
+            if (path / "config.json").exists():
+                raise UserError(f"{path} already holds a run; pass --resume {path} to continue it or choose another --out")
+        else:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            base = Path(root) / method / f"{name or 'run'}-{stamp}"
+            path, i = base, 1
+            while path.exists():
+                path, i = base.with_name(f"{base.name}-{i}"), i + 1
+        run = cls(path, quiet=quiet)
+        for sub in ("", "figures", "checkpoints"):
+            (run.path / sub).mkdir(parents=True, exist_ok=True)
+        if seed is None:
+            seed = getattr(config, "seed", None)
+        meta = {
+            "auxfn_version": __version__,
+            "method": method,
+            "name": name,
+            "seed": seed,
+            "created": datetime.now().isoformat(timespec="seconds"),
+            "command": sys.argv,
+            "config": jsonable(config) if config is not None else None,
+        }
+        (run.path / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path, *, quiet: bool = False) -> Run:
+        """An existing run folder (must hold ``config.json``)."""
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path} is not a run directory (no config.json)")
+        return cls(path, quiet=quiet)
+
+    @classmethod
+    def resume(cls, path: str | Path, step: int, *, quiet: bool = False) -> Run:
+        """Reopen a run whose checkpoint ``step`` was just loaded; later metric rows are dropped."""
+        run = cls.open(path, quiet=quiet)
+        run._resume_step = int(step)
+        return run
+
+    # ------------------------------------------------------------------ contents
+    @property
+    def figures_dir(self) -> Path:
+        return self.path / "figures"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The contents of ``config.json`` (``config`` holds the method's config as JSON)."""
+        return json.loads((self.path / "config.json").read_text())
+
+    @property
+    def logger(self) -> MetricLogger:
+        if self._logger is None:
+            self._logger = MetricLogger(self.path, resume_step=self._resume_step)
+        return self._logger
+
+    def log(self, step: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """Log one row of metrics (``loss/<term>``, ``eval/<metric>``, ``time/<what>``)."""
+        return self.logger.log(step, metrics)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return read_metrics(self.path)
+
+    def progress(self, total: int, desc: str | None = None, initial: int = 0):
+        return progress(total=total, desc=desc, quiet=self.quiet, initial=initial)
+
+    def latest_checkpoint(self) -> Path | None:
+        from auxfn.core.checkpoint import latest
+
+        return latest(self.path)
+
+    def diverged(self, what: str, step: int) -> DivergedError:
+        """The error to raise when ``what`` became non-finite at ``step``; names the last good checkpoint."""
+        return DivergedError(f"{what} is not finite", step=step, last_checkpoint=self.latest_checkpoint())
+
+    def write_summary(self, summary: Mapping[str, Any]) -> Path:
+        path = self.path / "summary.json"
+        path.write_text(json.dumps(jsonable(dict(summary)), indent=2) + "\n")
+        return path
+
+    def summary(self) -> dict[str, Any]:
+        path = self.path / "summary.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def write_report(
+        self,
+        title: str,
+        headline: Mapping[str, Any] | None = None,
+        sections: Sequence[tuple[str, str]] = (),
+        figures: Sequence[str | Path] = (),
+    ) -> Path:
+        """Write ``report.md``: title, what was run, a table of headline numbers, sections, figures."""
+        meta = self.metadata
+        lines = [f"# {title}", "", f"- method: `{meta.get('method')}`", f"- auxfn {meta.get('auxfn_version')}"]
+        if meta.get("seed") is not None:
+            lines.append(f"- seed: {meta['seed']}")
+        lines.append(f"- config: [config.json](config.json)")
+        if headline:
+            lines += ["", "| metric | value |", "|---|---|"]
+            lines += [f"| {k} | {_fmt_value(v)} |" for k, v in headline.items()]
+        for heading, body in sections:
+            lines += ["", f"## {heading}", "", body.rstrip()]
+        if figures:
+            lines += ["", "## Figures", ""]
+            for fig in figures:
+                rel = Path(fig).resolve().relative_to(self.path.resolve()) if Path(fig).is_absolute() else Path(fig)
+                lines.append(f"![{rel.stem}]({rel.as_posix()})")
+        path = self.path / "report.md"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def close(self) -> None:
+        if self._logger is not None:
+            self._logger.close()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
