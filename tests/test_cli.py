@@ -1,0 +1,175 @@
+"""The auxfn command: help, version, exit codes, method registration, demo, import cost."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from auxfn import cli
+from auxfn.core.registry import DemoResult, Method, register, registered, unregister
+
+
+def test_help_and_version(auxfn_cmd):
+    proc = auxfn_cmd("--help")
+    assert proc.returncode == 0 and "usage: auxfn" in proc.stdout and "demo" in proc.stdout
+    proc = auxfn_cmd("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("auxfn ")
+    proc = auxfn_cmd("demo", "--help")
+    assert proc.returncode == 0 and "--quick" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["nonsense"], "unknown command 'nonsense'"),
+        (["demo", "--bogus"], "Unrecognized options: --bogus"),
+        (["demo", "--only", "nomethod"], "unknown method 'nomethod'"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(auxfn_cmd, args, needle):
+    proc = auxfn_cmd(*args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("auxfn: error:") and needle in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_toy_method_registers_without_editing_the_core(auxfn_cmd, toy_env, tmp_path):
+    proc = auxfn_cmd("--help", env=toy_env)
+    assert "toy" in proc.stdout and "a throwaway regression" in proc.stdout
+    proc = auxfn_cmd("toy", "--help", env=toy_env)
+    assert proc.returncode == 0 and "train" in proc.stdout and "presets" in proc.stdout
+    proc = auxfn_cmd("toy", "presets", env=toy_env)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[0].split() == ["quick", "20", "Adam", "steps"]
+    proc = auxfn_cmd("toy", "train", "--help", env=toy_env)
+    assert proc.returncode == 0 and "--lr" in proc.stdout and "--preset" in proc.stdout
+    # and without the plugin, the toy method does not exist
+    assert auxfn_cmd("toy", "presets").returncode == 2
+
+
+def test_train_resume_and_error_paths_through_the_cli(auxfn_cmd, toy_env, tmp_path):
+    out = tmp_path / "run"
+    proc = auxfn_cmd("toy", "train", "--steps", "6", "--lr", "0.02", "--out", out, "--quiet", env=toy_env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"run directory: {out}" in proc.stdout
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["config"]["lr"] == 0.02 and meta["config"]["steps"] == 6 and meta["method"] == "toy"
+    assert (out / "summary.json").is_file() and (out / "report.md").is_file()
+
+    # resume keeps the run's own config (lr 0.02) and extends it
+    proc = auxfn_cmd("toy", "train", "--resume", out, "--steps", "9", "--quiet", env=toy_env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "summary.json").read_text())["steps"] == 9
+    # resuming with a changed config that matters is refused with one line
+    proc = auxfn_cmd("toy", "train", "--resume", out, "--steps", "12", "--lr", "0.5", env=toy_env)
+    assert proc.returncode == 2 and "different config (lr: checkpoint 0.02 vs now 0.5)" in proc.stderr
+    # a second run into the same folder is refused
+    proc = auxfn_cmd("toy", "train", "--out", out, env=toy_env)
+    assert proc.returncode == 2 and "already holds a run" in proc.stderr
+
+    bad = auxfn_cmd("toy", "train", "--lr", "-1", "--out", tmp_path / "bad", env=toy_env)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "auxfn: error: auxfn toy train: Error parsing ToyConfig: config field 'lr' = -1.0 is out of range: allowed 0 < lr"
+    ]
+    assert auxfn_cmd("toy", "train", "--preset", "nope", env=toy_env).returncode == 2
+    assert auxfn_cmd("toy", "fly", env=toy_env).returncode == 2
+
+    # a diverging run exits 3 and names its last good checkpoint, which is kept
+    div = tmp_path / "div"
+    proc = auxfn_cmd("toy", "train", "--optimizer", "sgd", "--lr", "1000", "--checkpoint-every", "2", "--out", div, env=toy_env)
+    assert proc.returncode == 3, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("auxfn: diverged: loss/total is not finite at step")
+    ckpt = line.split("last good checkpoint: ")[1]
+    assert (div / "checkpoints").is_dir() and ckpt.startswith(str(div / "checkpoints" / "step_"))
+    assert (tmp_path / ckpt / "model.safetensors").is_file()
+
+
+def test_demo_with_no_method_exits_0_and_says_so(auxfn_cmd, tmp_path):
+    import os
+
+    env = dict(os.environ, AUXFN_PLUGINS="")
+    # run from an interpreter that hides the built-in method packages, as before any method existed
+    script = (
+        "import sys, auxfn.core.registry as r; r._DISCOVERED = True; from auxfn.cli import main; "
+        f"sys.exit(main(['demo', '--out', {str(tmp_path / 'd')!r}]))"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0
+    assert "No method with a demo is registered yet (registered methods: none)" in proc.stdout
+    assert (tmp_path / "d" / "report.md").is_file()
+
+
+def test_demo_runs_registered_methods_and_writes_a_report(auxfn_cmd, toy_env, tmp_path):
+    out = tmp_path / "demo"
+    proc = auxfn_cmd("demo", "--quick", "--only", "toy", "--out", out, "--quiet", env=toy_env)
+    assert proc.returncode == 0, proc.stderr
+    header, rule, row = proc.stdout.splitlines()[:3]
+    assert header.split()[:2] == ["method", "what"] and set(rule.replace(" ", "")) == {"-"}
+    assert row.startswith("toy") and "loss" in row and row.rstrip().endswith(" s")
+    report = (out / "report.md").read_text()
+    assert "| toy | toy regression loss drops |" in report
+    assert "![loss](toy/run/figures/loss.png)" in report and (out / "toy/run/figures/loss.png").is_file()
+
+
+def test_demo_reports_a_failing_method_and_exits_1(tmp_path, capsys):
+    def broken(ctx):
+        raise RuntimeError("boom")
+
+    def fine(ctx):
+        return DemoResult(shown="works", headline="42")
+
+    register(Method("tmp-broken", "x", {}, demo=broken))
+    register(Method("tmp-fine", "x", {}, demo=fine))
+    try:
+        code = cli.main(["demo", "--only", "tmp-broken", "tmp-fine", "--out", str(tmp_path), "--quiet"])
+    finally:
+        unregister("tmp-broken")
+        unregister("tmp-fine")
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "tmp-broken" in out and "RuntimeError: boom" in out and "tmp-fine" in out and "42" in out
+    assert "Traceback" in (tmp_path / "report.md").read_text()
+
+
+def test_in_process_registration_and_dispatch(capsys):
+    seen = []
+
+    def hello(argv):
+        seen.append(argv)
+        return 0
+
+    method = Method("tmp-hello", "says hello", {"hello": ("say hello", hello)})
+    register(method)
+    try:
+        assert "tmp-hello" in registered()
+        assert cli.main(["tmp-hello", "hello", "--x", "1"]) == 0 and seen == [["--x", "1"]]
+        assert cli.main(["tmp-hello"]) == 2  # missing sub-command: help + usage error
+        with pytest.raises(ValueError, match="already registered"):
+            register(Method("tmp-hello", "other", {}))
+    finally:
+        unregister("tmp-hello")
+    with pytest.raises(ValueError, match="letters, digits"):
+        Method("bad name", "x", {})
+    with pytest.raises(ValueError, match="must be \\(help, function\\)"):
+        Method("ok", "x", {"train": "nope"})
+
+
+def test_importing_auxfn_is_light():
+    code = "import sys, auxfn, auxfn.cli; print(sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]"
+
+
+def test_discovering_every_method_does_not_import_transformers():
+    code = (
+        "import sys; from auxfn.core.registry import registered, load_errors; names = list(registered()); "
+        "print(load_errors() or 'ok', 'transformers' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["ok", "False"]
