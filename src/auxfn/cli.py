@@ -195,7 +195,7 @@ class DemoArgs:
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
@@ -238,8 +238,8 @@ def demo(argv: list[str]) -> int:
             )
         seconds = time.perf_counter() - t0
         failed += not result.ok
-        status = "" if result.ok else " (claim did not hold)" if result.shown != "FAILED" else ""
-        rows.append([name, result.shown + status, result.headline, f"{seconds:.1f} s"])
+        shown = result.shown if result.ok or result.shown == "FAILED" else f"{result.shown} (claim did not hold)"
+        rows.append([name, shown, result.headline, f"{seconds:.1f} s"])
         figs = "\n".join(f"![{Path(f).stem}]({Path(f).resolve().relative_to(out.resolve()).as_posix()})" for f in result.figures)
         sections.append(f"## {name}\n\n**{result.shown}**: {result.headline} ({seconds:.1f} s)\n\n{result.details}\n\n{figs}".rstrip())
 

@@ -52,7 +52,7 @@ def test_round_trip_model_adam_scheduler_and_state(tmp_path):
     sched2 = torch.optim.lr_scheduler.ExponentialLR(opt2, gamma=0.9)
     ck = load_checkpoint(tmp_path, {"net": model2}, optimizers={"adam": opt2}, schedulers={"lr": sched2}, config=cfg)
     assert ck.step == 3 and ck.state == {"best": 1.5, "note": "x"} and ck.config == cfg
-    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     s1, s2 = opt.state_dict(), opt2.state_dict()
     assert s1["param_groups"] == s2["param_groups"]
@@ -67,7 +67,7 @@ def test_round_trip_model_adam_scheduler_and_state(tmp_path):
         o.zero_grad()
         m(x).pow(2).sum().backward()
         o.step()
-    for a, b in zip(model.parameters(), model2.parameters()):
+    for a, b in zip(model.parameters(), model2.parameters(), strict=True):
         assert torch.equal(a, b)
 
 

@@ -169,7 +169,7 @@ def _convert(tp: Any, value: Any, field: str) -> Any:
                 raise ConfigError(
                     f"config field '{field}' = {value!r} must have {len(args)} entries, got {len(value)}"
                 )
-            items = [_convert(a, v, f"{field}[{i}]") for i, (a, v) in enumerate(zip(args, value))]
+            items = [_convert(a, v, f"{field}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))]
         else:
             elem = args[0] if args else Any
             items = [_convert(elem, v, f"{field}[{i}]") for i, v in enumerate(value)]

@@ -16,7 +16,6 @@ import importlib
 import importlib.util
 import os
 import pkgutil
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,15 +128,14 @@ def _discover() -> None:
         if info.ispkg and info.name != "core":
             if importlib.util.find_spec(f"auxfn.{info.name}.cli") is not None:
                 _register_module(f"auxfn.{info.name}.cli")
-    if sys.version_info >= (3, 10):
-        from importlib.metadata import entry_points
+    from importlib.metadata import entry_points
 
-        for ep in entry_points(group="auxfn.methods"):
-            try:
-                obj = ep.load()
-                register(obj if isinstance(obj, Method) else obj.METHOD, replace=True)
-            except Exception as err:
-                _LOAD_ERRORS[ep.value] = f"{type(err).__name__}: {err}"
+    for ep in entry_points(group="auxfn.methods"):
+        try:
+            obj = ep.load()
+            register(obj if isinstance(obj, Method) else obj.METHOD, replace=True)
+        except Exception as err:
+            _LOAD_ERRORS[ep.value] = f"{type(err).__name__}: {err}"
     for name in filter(None, (s.strip() for s in os.environ.get("AUXFN_PLUGINS", "").split(","))):
         _register_module(name)
 

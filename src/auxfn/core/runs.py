@@ -256,7 +256,7 @@ class Run:
         lines = [f"# {title}", "", f"- method: `{meta.get('method')}`", f"- auxfn {meta.get('auxfn_version')}"]
         if meta.get("seed") is not None:
             lines.append(f"- seed: {meta['seed']}")
-        lines.append(f"- config: [config.json](config.json)")
+        lines.append("- config: [config.json](config.json)")
         if headline:
             lines += ["", "| metric | value |", "|---|---|"]
             lines += [f"| {k} | {_fmt_value(v)} |" for k, v in headline.items()]
