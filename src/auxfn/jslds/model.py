@@ -1,0 +1,198 @@
+"""JSLDS: an RNN co-trained with its Jacobian switching linear dynamical system.
+
+Two recurrences start from one learned state ``h0`` and share the cell ``F`` and one
+affine readout ``y = W s + b`` (Smith, Linderman & Sussillo 2021, Sec. 3)::
+
+    RNN:    h_t = F(h_{t-1}, x_t)
+    JSLDS:  e_t = E(a_{t-1})                                    expansion point
+            a_t = e_t + J_h(e_t, x*)(a_{t-1} - e_t) + J_x(e_t, x*)(x_t - x*)
+
+The JSLDS replaces the zeroth-order Taylor term F(e_t, x*) by e_t, which is exact when
+e_t is a fixed point; the fixed-point loss pushes it there. The first-order term is one
+forward-mode product per step (``cell_jvp``): J is never formed in training, and
+F(e_t, x*) comes from the same pass (its primal), for the fixed-point loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from auxfn.jslds.cells import cell_dims, cell_jacobians, cell_jvp
+from auxfn.jslds.expansion import ExpansionNet
+
+__all__ = ["JSLDS", "StaticChannels", "Trajectories"]
+
+
+@dataclass
+class Trajectories:
+    """What ``JSLDS.forward`` returns; every tensor is ``(batch, time, ...)``.
+
+    ``h``: RNN states, ``a``: JSLDS states, ``e``: expansion points ``E(a_{t-1})``,
+    ``F_e``: ``F(e_t, x*_t)``, ``y_rnn`` / ``y_jslds``: readouts of ``h`` / ``a``.
+    Fields of a recurrence that was not run are ``None``.
+    """
+
+    h: torch.Tensor | None
+    a: torch.Tensor | None
+    e: torch.Tensor | None
+    F_e: torch.Tensor | None
+    y_rnn: torch.Tensor | None
+    y_jslds: torch.Tensor | None
+
+    def detach(self) -> Trajectories:
+        return Trajectories(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).detach() for f in fields(self)})
+
+
+class StaticChannels:
+    """``x*(x_t)``: zeros except the listed input channels, copied from ``x_t``.
+
+    For the context-integration task, ``StaticChannels([2, 3])`` gives ``x* = [0, 0, 1, 0]``
+    in the motion context and ``[0, 0, 0, 1]`` in the colour context.
+    """
+
+    def __init__(self, channels: Sequence[int]):
+        self.channels = [int(c) for c in channels]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(x)
+        out[..., self.channels] = x[..., self.channels]
+        return out
+
+    def __repr__(self) -> str:
+        return f"StaticChannels({self.channels})"
+
+
+XStar = None | str | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+
+
+class JSLDS(nn.Module):
+    """An RNN cell ``F`` co-trained with its JSLDS; see the module docstring for the equations.
+
+    Args:
+        cell: ``F(h: (B, n), x: (B, u)) -> (B, n)``; defines ``n_state`` / ``n_input`` or pass them.
+        expansion: ``E: (.., n) -> (.., n)``; default ``ExpansionNet(n, 2)`` (zero-initialised).
+        n_out: readout dimension o.
+        x_star: input expansion point ``x*``: ``None``/``"zeros"``, a ``(u,)`` tensor, or a
+            callable mapping ``x_t: (B, u)`` to ``x*_t: (B, u)`` (e.g. ``StaticChannels``).
+        h0_scale: the learned initial state starts as ``N(0, 1) * h0_scale``.
+    """
+
+    def __init__(
+        self,
+        cell: nn.Module,
+        expansion: nn.Module | None = None,
+        n_out: int = 1,
+        x_star: XStar = None,
+        *,
+        n_state: int | None = None,
+        n_input: int | None = None,
+        h0_scale: float = 0.1,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        if n_state is None or n_input is None:
+            n, u = cell_dims(cell)
+            n_state, n_input = n_state or n, n_input or u
+        if n_out < 1:
+            raise ValueError(f"n_out must be >= 1, got {n_out}")
+        self.n_state, self.n_input, self.n_out = int(n_state), int(n_input), int(n_out)
+        self.cell = cell
+        self.expansion = expansion if expansion is not None else ExpansionNet(self.n_state)
+        self.readout = nn.Linear(self.n_state, self.n_out)
+        with torch.no_grad():
+            self.readout.weight.copy_(torch.randn(self.n_out, self.n_state, generator=generator) / self.n_state**0.5)
+            self.readout.bias.zero_()
+        self.h0 = nn.Parameter(torch.randn(self.n_state, generator=generator) * h0_scale)
+        if x_star is None or (isinstance(x_star, str) and x_star == "zeros"):
+            self.register_buffer("x_star_const", torch.zeros(self.n_input))
+            self.x_star_fn = None
+        elif isinstance(x_star, torch.Tensor):
+            if x_star.shape != (self.n_input,):
+                raise ValueError(f"x_star must have shape ({self.n_input},) to match the cell's input, got {tuple(x_star.shape)}")
+            self.register_buffer("x_star_const", x_star.detach().clone())
+            self.x_star_fn = None
+        elif callable(x_star):
+            self.x_star_const = None
+            self.x_star_fn = x_star
+        else:
+            raise TypeError(f"x_star must be None, 'zeros', a tensor or a callable, got {x_star!r}")
+
+    # ------------------------------------------------------------------ pieces
+    def x_star(self, x: torch.Tensor) -> torch.Tensor:
+        """The input expansion point for inputs ``x: (..., u)``, same shape."""
+        if self.x_star_fn is None:
+            return self.x_star_const.to(x.dtype).expand_as(x)
+        xs = self.x_star_fn(x)
+        if not isinstance(xs, torch.Tensor) or xs.shape != x.shape:
+            raise ValueError(f"x_star callable must return a tensor of shape {tuple(x.shape)}, got {getattr(xs, 'shape', xs)}")
+        return xs
+
+    def initial_state(self, batch_size: int) -> torch.Tensor:
+        # repeat (not expand): forward-mode AD refuses primals whose elements share memory
+        return self.h0.unsqueeze(0).repeat(batch_size, 1)
+
+    def _check_x(self, x: torch.Tensor) -> None:
+        if x.dim() != 3 or x.shape[2] != self.n_input:
+            raise ValueError(f"x must have shape (batch, time, {self.n_input}) for this cell, got {tuple(x.shape)}")
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, *, run_rnn: bool = True, run_jslds: bool = True, h0: torch.Tensor | None = None) -> Trajectories:
+        """Run both recurrences over ``x: (B, T, u)``; returns :class:`Trajectories`."""
+        self._check_x(x)
+        B, T, _ = x.shape
+        s0 = self.initial_state(B) if h0 is None else h0
+        if s0.shape != (B, self.n_state):
+            raise ValueError(f"h0 must have shape ({B}, {self.n_state}), got {tuple(s0.shape)}")
+        hs, as_, es, fes = [], [], [], []
+        if run_rnn:
+            h = s0
+            for t in range(T):
+                h = self.cell(h, x[:, t])
+                hs.append(h)
+        if run_jslds:
+            xs = self.x_star(x).contiguous()
+            dx = x - xs
+            a = s0
+            for t in range(T):
+                e = self.expansion(a)
+                f_e, d = cell_jvp(self.cell, e, xs[:, t], a - e, dx[:, t])
+                a = e + d
+                as_.append(a)
+                es.append(e)
+                fes.append(f_e)
+        stack = lambda v: torch.stack(v, 1) if v else None  # noqa: E731
+        h_bt, a_bt = stack(hs), stack(as_)
+        return Trajectories(
+            h=h_bt, a=a_bt, e=stack(es), F_e=stack(fes),
+            y_rnn=self.readout(h_bt) if h_bt is not None else None,
+            y_jslds=self.readout(a_bt) if a_bt is not None else None,
+        )
+
+    # ------------------------------------------------------------------ analysis
+    @torch.no_grad()
+    def expansion_points(self, a: torch.Tensor) -> torch.Tensor:
+        """``E(a)`` for JSLDS states ``a: (..., n)``."""
+        return self.expansion(a)
+
+    def linear_system(self, e: torch.Tensor, x_star: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(J_h: (N, n, n), J_x: (N, n, u))`` of F at expansion points ``e: (N, n)``.
+
+        ``x_star``: ``(u,)`` or ``(N, u)``; default the model's constant x* (zeros).
+        """
+        if e.dim() != 2 or e.shape[1] != self.n_state:
+            raise ValueError(f"e must have shape (N, {self.n_state}), got {tuple(e.shape)}")
+        if x_star is None:
+            if self.x_star_const is None:
+                raise ValueError("this model's x* depends on the input: pass x_star of shape (N, u) or (u,)")
+            x_star = self.x_star_const
+        x_star = x_star.to(e.dtype)
+        if x_star.dim() == 1:
+            x_star = x_star.expand(e.shape[0], -1)
+        if x_star.shape != (e.shape[0], self.n_input):
+            raise ValueError(f"x_star must have shape ({self.n_input},) or ({e.shape[0]}, {self.n_input}), got {tuple(x_star.shape)}")
+        with torch.no_grad():
+            return cell_jacobians(self.cell, e.detach(), x_star.contiguous())
