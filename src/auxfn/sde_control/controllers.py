@@ -65,7 +65,10 @@ class DifferenceMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check(x, self.dim, "DifferenceMLP")
-        out = self.net(x) - self.net(torch.zeros(1, self.dim, dtype=x.dtype, device=x.device))
+        # NN(0) evaluated in the same batch as NN(x), so that u(0) is exactly 0 (a separate
+        # call may take another BLAS path and leave rounding noise of 1e-17)
+        both = self.net(torch.cat([x, x.new_zeros(1, self.dim)]))
+        out = both[:-1] - both[-1:]
         return out if self.noise_dim == 1 else out.view(-1, self.dim, self.noise_dim)
 
 

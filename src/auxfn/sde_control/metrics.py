@@ -59,13 +59,14 @@ def success_rate(traj: Trajectories, eps: float, T: float | None = None) -> floa
     return float((hitting_times(traj, eps) <= T).to(torch.float64).mean())
 
 
-def energy_cost(traj: Trajectories, eps: float | None = None) -> Tensor:
-    """∫_0^{τ_ε^i ∧ T} ‖u‖² dt per path (P,) by trapezoids; ``eps=None`` integrates to T.
+def energy_cost(traj: Trajectories, eps: float | None = None, T: float | None = None) -> Tensor:
+    """∫_0^{τ_ε^i ∧ T} ‖u‖² dt per path (P,) by trapezoids; ``eps=None``: up to T; ``T=None``: the horizon.
 
-    A path that diverged before τ_ε costs +inf.
+    A path that diverged before its stopping time costs +inf.
     """
     K, P = traj.u_sq.shape
-    end = traj.ts[-1].expand(P).clone() if eps is None else torch.minimum(hitting_times(traj, eps), traj.ts[-1])
+    horizon = traj.ts[-1] if T is None else torch.minimum(traj.ts[-1], torch.tensor(T, dtype=traj.ts.dtype))
+    end = horizon.expand(P).clone() if eps is None else torch.minimum(hitting_times(traj, eps), horizon)
     u = traj.u_sq
     dts = traj.ts[1:] - traj.ts[:-1]  # (K-1,)
     seg = 0.5 * (u[1:] + u[:-1]) * dts.unsqueeze(1)  # (K-1, P)
