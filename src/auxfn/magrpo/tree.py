@@ -113,6 +113,9 @@ def build_tree(
 
     def node_at(turn: int, cur: list[str], p_hist: list[list[str]], r_hist: list[list[str]]) -> Node:
         comps = sample(cur, turn)
+        extra = {}
+        if isinstance(comps, tuple):  # (completions, per-node data the caller wants kept)
+            comps, extra = comps
         if len(comps) != n_agents or any(len(c) != G for c in comps):
             raise ValueError(f"sampler must return {n_agents} lists of {G} completions")
         combos = joint_actions(G, n_agents, joint_mode)
@@ -120,7 +123,7 @@ def build_tree(
         r = np.asarray(reward(cur, joint, turn), dtype=np.float64)
         if r.shape != (len(combos),):
             raise ValueError(f"reward must return {len(combos)} values (one per joint action), got shape {r.shape}")
-        node = Node(turn=turn, prompts=list(cur), completions=comps, combos=combos, rewards=r)
+        node = Node(turn=turn, prompts=list(cur), completions=comps, combos=combos, rewards=r, extra=dict(extra))
         if turn + 1 >= num_turns:
             return node
         if should_terminate(r, termination_threshold):

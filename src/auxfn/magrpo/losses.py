@@ -1,0 +1,102 @@
+"""Token masks, batched log-probs and the MAGRPO policy loss (pure functions of tensors).
+
+For agent i with completions y^(k) of prompt x and advantages A_k (notes §3.1, §3.4):
+
+    L_i = -(1/G) sum_k A_k * sum_t log pi_i(y^(k)_t | x, y^(k)_<t)         (sequence_sum, paper)
+
+only over completion tokens up to and including the first EOS (the reference library
+also trains on the padding after EOS). With ``num_iterations > 1`` the per-token term
+becomes the clipped surrogate min(rho_t A, clip(rho_t, 1-eps, 1+eps) A), rho_t =
+pi/pi_old; at the first iteration rho = 1 and the gradient equals the REINFORCE one.
+With beta > 0 the per-token KL estimate exp(q - p) - (q - p) - 1 (p = log pi, q = log
+pi_ref, TRL's k3) is subtracted from the surrogate.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["completion_mask", "policy_loss", "token_logprobs"]
+
+
+def completion_mask(completion_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """(B, T) int mask: 1 on tokens up to and including the first ``eos_token_id``, 0 after."""
+    if completion_ids.ndim != 2:
+        raise ValueError(f"completion_ids must have shape (batch, length), got {tuple(completion_ids.shape)}")
+    is_eos = completion_ids == eos_token_id
+    T = completion_ids.shape[1]
+    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(is_eos[:, 0], T, dtype=torch.long))
+    return (torch.arange(T, device=completion_ids.device)[None, :] <= first[:, None]).long()
+
+
+def token_logprobs(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    comp_mask: torch.Tensor,
+) -> torch.Tensor:
+    """log pi(y_t | x, y_<t) for every completion token, (B, T), zero where ``comp_mask`` is 0.
+
+    Prompts are left-padded (B, P), completions right-padded (B, T); one batched forward
+    pass. Position ids follow the attention mask, as in generation with left padding.
+    """
+    if prompt_ids.shape != prompt_mask.shape or completion_ids.shape != comp_mask.shape:
+        raise ValueError("prompt_ids/prompt_mask and completion_ids/comp_mask must have equal shapes")
+    if prompt_ids.shape[0] != completion_ids.shape[0]:
+        raise ValueError(f"prompt batch {prompt_ids.shape[0]} != completion batch {completion_ids.shape[0]}")
+    P = prompt_ids.shape[1]
+    ids = torch.cat([prompt_ids, completion_ids], 1)
+    attn = torch.cat([prompt_mask, comp_mask], 1)
+    pos = (attn.cumsum(1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits[:, P - 1 : -1].float()
+    logp = torch.log_softmax(logits, -1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+    return logp * comp_mask
+
+
+def policy_loss(
+    logps: torch.Tensor,
+    mask: torch.Tensor,
+    advantages: torch.Tensor,
+    *,
+    old_logps: torch.Tensor | None = None,
+    ref_logps: torch.Tensor | None = None,
+    beta: float = 0.0,
+    epsilon: float = 0.2,
+    aggregation: str = "sequence_sum",
+) -> dict[str, torch.Tensor]:
+    """The loss of one agent's batch: ``{"total", "pg", "kl", "clip_frac"}``.
+
+    logps, mask, old_logps, ref_logps: (B, T); advantages: (B,).
+    """
+    B, T = logps.shape
+    if mask.shape != (B, T) or advantages.shape != (B,):
+        raise ValueError(f"mask must be ({B}, {T}) and advantages ({B},), got {tuple(mask.shape)} and {tuple(advantages.shape)}")
+    m = mask.to(logps.dtype)
+    old = logps.detach() if old_logps is None else old_logps
+    ratio = torch.exp(logps - old)
+    A = advantages.to(logps.dtype)[:, None]
+    unclipped = ratio * A
+    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * A
+    per_token = torch.minimum(unclipped, clipped)
+    kl = torch.zeros_like(logps)
+    if beta > 0:
+        if ref_logps is None:
+            raise ValueError("beta > 0 needs ref_logps")
+        d = ref_logps - logps
+        kl = torch.exp(d) - d - 1
+        per_token = per_token - beta * kl
+    per_token = per_token * m
+    lengths = m.sum(1).clamp(min=1)
+    if aggregation == "sequence_sum":
+        objective = per_token.sum(1).mean()
+    elif aggregation == "sequence_mean":
+        objective = (per_token.sum(1) / lengths).mean()
+    elif aggregation == "token_mean":
+        objective = per_token.sum() / m.sum().clamp(min=1)
+    else:
+        raise ValueError(f"aggregation must be sequence_sum, sequence_mean or token_mean, got {aggregation!r}")
+    with torch.no_grad():
+        mean_kl = (kl * m).sum() / m.sum().clamp(min=1)
+        clip_frac = (((ratio - 1).abs() > epsilon).to(m.dtype) * m).sum() / m.sum().clamp(min=1)
+    return {"total": -objective, "pg": -objective.detach(), "kl": mean_kl, "clip_frac": clip_frac}

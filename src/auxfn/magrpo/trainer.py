@@ -1,0 +1,350 @@
+"""``MAGRPOTrainer``: N Hugging Face causal LMs trained with one shared joint reward.
+
+One step (notes §3.6): for each of ``prompts_per_step`` dataset items, build the episode
+tree (every agent samples G completions of its own prompt in one batched ``generate``
+call; joint actions are scored by the joint reward; turns > 1 come from the external
+transition), compute returns bottom-up, turn each node's returns into per-agent credits
+and group-relative advantages, then give every agent one AdamW step (or
+``num_iterations`` clipped steps) on all of its completions in one batched forward pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from auxfn.magrpo.advantages import group_advantages
+from auxfn.magrpo.config import MAGRPOConfig
+from auxfn.magrpo.joint import agent_credit
+from auxfn.magrpo.losses import completion_mask, policy_loss, token_logprobs
+from auxfn.magrpo.rewards import combine_rewards, make_reward_specs
+from auxfn.magrpo.tree import Node, build_tree, compute_returns, iter_postorder
+
+__all__ = ["MAGRPOTrainer", "generate_group"]
+
+
+def generate_group(model: Any, tokenizer: Any, prompt: str, n: int, cfg: MAGRPOConfig, *, greedy: bool = False):
+    """Sample ``n`` completions of ``prompt`` in one ``generate`` call.
+
+    Returns (texts, prompt_ids (P,), completion_ids list of (T_k,) cut after the first EOS).
+    This is the one function to swap for another generation backend (e.g. vLLM).
+    """
+    device = next(model.parameters()).device
+    enc = tokenizer([prompt], return_tensors="pt", padding=True).to(device)
+    eos = tokenizer.eos_token_id
+    kwargs = dict(max_new_tokens=cfg.max_completion_length, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+    if greedy:
+        kwargs.update(do_sample=False, num_return_sequences=1, top_p=None, top_k=None, temperature=None)
+    else:
+        kwargs.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or None, num_return_sequences=n)
+    with torch.no_grad():
+        out = model.generate(**enc, **kwargs)
+    P = enc["input_ids"].shape[1]
+    comp = out[:, P:]
+    if comp.shape[1] == 0:
+        comp = torch.full((out.shape[0], 1), eos, device=device)
+    mask = completion_mask(comp, eos)
+    ids = [comp[k, : int(mask[k].sum())].cpu() for k in range(comp.shape[0])]
+    texts = tokenizer.batch_decode(comp * mask + tokenizer.pad_token_id * (1 - mask), skip_special_tokens=True)
+    prompt_ids = enc["input_ids"][0][enc["attention_mask"][0].bool()].cpu()
+    return texts, prompt_ids, ids
+
+
+def _pad_batch(prompts: list[torch.Tensor], comps: list[torch.Tensor], pad: int):
+    """Left-pad prompts, right-pad completions; returns (p_ids, p_mask, c_ids, c_mask)."""
+    B, P, T = len(prompts), max(len(p) for p in prompts), max(len(c) for c in comps)
+    p_ids = torch.full((B, P), pad, dtype=torch.long)
+    p_mask = torch.zeros((B, P), dtype=torch.long)
+    c_ids = torch.full((B, T), pad, dtype=torch.long)
+    c_mask = torch.zeros((B, T), dtype=torch.long)
+    for b, (p, c) in enumerate(zip(prompts, comps)):
+        p_ids[b, P - len(p) :], p_mask[b, P - len(p) :] = p, 1
+        c_ids[b, : len(c)], c_mask[b, : len(c)] = c, 1
+    return p_ids, p_mask, c_ids, c_mask
+
+
+class MAGRPOTrainer:
+    """Train N agents with MAGRPO.
+
+    - ``agents``: N ``PreTrainedModel``s (distinct objects) or model names (loaded with
+      ``AutoModelForCausalLM.from_pretrained``, needs the hub or a local path);
+    - ``train_dataset``: a sequence of dict items (a ``datasets.Dataset`` works);
+    - ``reward_funcs``: one joint reward or a list (see :mod:`auxfn.magrpo.rewards`);
+    - ``formatters``: one callable ``f(item) -> str`` per agent (its prompt);
+    - ``processing_class``: one tokenizer or one per agent (default: loaded by model name);
+    - ``external_transition(prompt=..., agent_completions=..., num_agents=...,
+      prompt_history_per_agent=..., response_history_per_agent=...) -> list[str]``, the
+      next prompt of every agent (required when ``num_turns > 1``).
+    """
+
+    def __init__(
+        self,
+        agents: Sequence[Any],
+        args: MAGRPOConfig,
+        train_dataset: Sequence[Mapping[str, Any]],
+        reward_funcs: Callable | Sequence[Callable],
+        formatters: Callable | Sequence[Callable],
+        processing_class: Any = None,
+        external_transition: Callable[..., list[str]] | None = None,
+        eval_dataset: Sequence[Mapping[str, Any]] | None = None,
+        peft_config: Any = None,
+        reward_weights: Sequence[float] | None = None,
+        device: str | torch.device | None = None,
+    ):
+        if not isinstance(args, MAGRPOConfig):
+            raise TypeError(f"args must be a MAGRPOConfig, got {type(args).__name__}")
+        self.args = args
+        N = args.num_agents
+        agents = list(agents)
+        if len(agents) != N:
+            raise ValueError(f"got {len(agents)} agents for num_agents={N}")
+        if any(isinstance(a, str) for a in agents):
+            from transformers import AutoModelForCausalLM
+
+            agents = [AutoModelForCausalLM.from_pretrained(a) if isinstance(a, str) else a for a in agents]
+        if len({id(a) for a in agents}) != N:
+            raise ValueError("agents must be distinct model objects (pass copies, not the same model twice)")
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            agents = [get_peft_model(a, copy.deepcopy(peft_config)) for a in agents]
+        self.device = torch.device(device) if device is not None else next(agents[0].parameters()).device
+        self.agents = [a.to(self.device) for a in agents]
+        formatters = [formatters] * N if callable(formatters) else list(formatters)
+        if len(formatters) != N or not all(callable(f) for f in formatters):
+            raise ValueError(f"formatters must be one callable per agent: expected {N}, got {len(formatters)}")
+        self.formatters = formatters
+        if processing_class is None:
+            from transformers import AutoTokenizer
+
+            processing_class = [AutoTokenizer.from_pretrained(a.config._name_or_path) for a in self.agents]
+        toks = list(processing_class) if isinstance(processing_class, (list, tuple)) else [processing_class] * N
+        if len(toks) != N:
+            raise ValueError(f"processing_class must be one tokenizer or {N}, got {len(toks)}")
+        for t in toks:
+            t.padding_side = "left"  # batched generation appends to the right end of every row
+            if t.pad_token_id is None:
+                t.pad_token = t.eos_token
+        self.tokenizers = toks
+        if args.num_turns > 1 and external_transition is None:
+            raise ValueError(f"num_turns={args.num_turns} needs an external_transition")
+        self.external_transition = external_transition
+        self.reward_specs = make_reward_specs(reward_funcs, reward_weights)
+        if len(train_dataset) == 0:
+            raise ValueError("train_dataset is empty")
+        self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        self.optimizers = [
+            torch.optim.AdamW([p for p in a.parameters() if p.requires_grad], lr=args.learning_rate, weight_decay=args.weight_decay)
+            for a in self.agents
+        ]
+        self.ref_models: list[Any] = []
+        if args.beta > 0:
+            # peft models: the reference is the same model with the adapter disabled (no copy)
+            if peft_config is None:
+                self.ref_models = [copy.deepcopy(a).eval().requires_grad_(False) for a in self.agents]
+        self.state = {"step": 0, "cursor": 0}
+        self.log_history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ sampling and rewards
+    def _transition(self, item: Mapping[str, Any], joint: list[str], ph: list[list[str]], rh: list[list[str]]) -> list[str]:
+        f = self.external_transition
+        kwargs = dict(
+            prompt=item.get("prompt"), agent_completions=joint, num_agents=self.args.num_agents,
+            prompt_history_per_agent=ph, response_history_per_agent=rh,
+        )
+        params = inspect.signature(f).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            kwargs = {k: v for k, v in kwargs.items() if k in params}
+        if "item" in params:
+            kwargs["item"] = item
+        return f(**kwargs)
+
+    def rollout(self, item: Mapping[str, Any]) -> Node:
+        """The episode tree of one dataset item, returns filled in."""
+        cfg = self.args
+        prompts = [f(item) for f in self.formatters]
+
+        def sample(cur: list[str], turn: int):
+            texts, extra = [], {"prompt_ids": [], "completion_ids": []}
+            for i, (agent, tok) in enumerate(zip(self.agents, self.tokenizers)):
+                t, p_ids, c_ids = generate_group(agent, tok, cur[i], cfg.num_generations, cfg)
+                texts.append(t)
+                extra["prompt_ids"].append(p_ids)
+                extra["completion_ids"].append(c_ids)
+            return texts, extra
+
+        components: list[dict[str, np.ndarray]] = []
+
+        def reward(cur: list[str], joint: list[list[str]], turn: int) -> np.ndarray:
+            J = len(joint[0])
+            total, parts = combine_rewards(self.reward_specs, [[p] * J for p in cur], joint, item)
+            components.append(parts)
+            return total
+
+        transition = (lambda j, ph, rh: self._transition(item, j, ph, rh)) if cfg.num_turns > 1 else None
+        root = build_tree(
+            prompts, sample, reward, num_turns=cfg.num_turns, G=cfg.num_generations, joint_mode=cfg.joint_mode,
+            transition=transition, termination_threshold=cfg.termination_threshold,
+        )
+        nodes = list(_preorder(root))
+        for node, parts in zip(nodes, components):  # build_tree scores nodes in pre-order
+            node.extra["components"] = parts
+        compute_returns(root, cfg.discount)
+        return root
+
+    # ------------------------------------------------------------------ one optimizer step
+    def step(self) -> dict[str, float]:
+        """One MAGRPO step on the next ``prompts_per_step`` items; returns the logged metrics."""
+        cfg = self.args
+        N = cfg.num_agents
+        batch = []
+        for _ in range(cfg.prompts_per_step):
+            batch.append(self.train_dataset[self.state["cursor"] % len(self.train_dataset)])
+            self.state["cursor"] += 1
+        per_agent: list[dict[str, list]] = [{"p": [], "c": [], "a": []} for _ in range(N)]
+        rewards, comp_means, turn_rewards = [], {}, {}
+        for item in batch:
+            root = self.rollout(item)
+            for node in iter_postorder(root):
+                credit = agent_credit(node.returns, node.combos, cfg.num_generations, cfg.cross_credit)
+                for i in range(N):
+                    adv = group_advantages(credit[i], cfg.advantage_mode, cfg.scale_rewards)
+                    per_agent[i]["p"] += [node.extra["prompt_ids"][i]] * cfg.num_generations
+                    per_agent[i]["c"] += node.extra["completion_ids"][i]
+                    per_agent[i]["a"] += adv.tolist()
+                turn_rewards.setdefault(node.turn, []).extend(node.rewards.tolist())
+                for k, v in node.extra["components"].items():
+                    comp_means.setdefault(k, []).extend(v.tolist())
+            rewards.extend(root.rewards.tolist())
+        metrics: dict[str, float] = {
+            "reward": float(np.mean(rewards)),
+            "reward_std": float(np.std(rewards)),
+        }
+        for k, v in comp_means.items():
+            metrics[f"rewards/{k}/mean"] = float(np.mean(v))
+        if cfg.num_turns > 1:
+            for t, v in sorted(turn_rewards.items()):
+                metrics[f"reward/turn_{t + 1}"] = float(np.mean(v))
+        lengths = [len(c) for d in per_agent for c in d["c"]]
+        metrics["completions/mean_length"] = float(np.mean(lengths))
+        kls = []
+        for i in range(N):
+            out = self._update_agent(i, per_agent[i])
+            metrics[f"loss/agent_{i}"] = out["loss"]
+            metrics[f"grad_norm/agent_{i}"] = out["grad_norm"]
+            kls.append(out["kl"])
+        metrics["kl"] = float(np.mean(kls))
+        self.state["step"] += 1
+        self.log_history.append({"step": self.state["step"], **metrics})
+        return metrics
+
+    def _update_agent(self, i: int, data: dict[str, list]) -> dict[str, float]:
+        cfg = self.args
+        model, opt = self.agents[i], self.optimizers[i]
+        pad = self.tokenizers[i].pad_token_id
+        p_ids, p_mask, c_ids, c_mask = (t.to(self.device) for t in _pad_batch(data["p"], data["c"], pad))
+        adv = torch.tensor(data["a"], dtype=torch.float32, device=self.device)
+        model.train()
+        old = ref = None
+        if cfg.num_iterations > 1:
+            with torch.no_grad():
+                old = token_logprobs(model, p_ids, p_mask, c_ids, c_mask)
+        if cfg.beta > 0:
+            with torch.no_grad():
+                if self.ref_models:
+                    ref = token_logprobs(self.ref_models[i], p_ids, p_mask, c_ids, c_mask)
+                else:
+                    with model.disable_adapter():
+                        ref = token_logprobs(model, p_ids, p_mask, c_ids, c_mask)
+        loss_v = kl_v = gn = 0.0
+        for _ in range(cfg.num_iterations):
+            logps = token_logprobs(model, p_ids, p_mask, c_ids, c_mask)
+            terms = policy_loss(
+                logps, c_mask, adv, old_logps=old, ref_logps=ref, beta=cfg.beta, epsilon=cfg.epsilon,
+                aggregation=cfg.loss_aggregation,
+            )
+            opt.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            params = [p for p in model.parameters() if p.grad is not None]
+            if cfg.max_grad_norm > 0:
+                gn = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            else:
+                gn = float(torch.norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
+            opt.step()
+            loss_v, kl_v = float(terms["total"].detach()), float(terms["kl"])
+        return {"loss": loss_v, "kl": kl_v, "grad_norm": gn}
+
+    # ------------------------------------------------------------------ public API
+    def train(self, callback: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+        """Run up to ``max_steps`` steps (continuing from ``state['step']``); returns the log history."""
+        while self.state["step"] < self.args.max_steps:
+            metrics = self.step()
+            if not all(math.isfinite(v) for v in metrics.values()):
+                bad = next(k for k, v in metrics.items() if not math.isfinite(v))
+                raise FloatingPointError(f"{bad} is not finite at step {self.state['step']}")
+            if callback is not None:
+                callback(self.state["step"], metrics)
+        return self.log_history
+
+    @torch.no_grad()
+    def evaluate(self, dataset: Sequence[Mapping[str, Any]] | None = None, *, greedy: bool = True, num_samples: int = 1) -> dict[str, float]:
+        """Mean joint reward of the agents on ``dataset`` (default: the eval set), turn by turn.
+
+        Greedy decoding by default (one joint action per item); with ``greedy=False``,
+        ``num_samples`` aligned samples per item.
+        """
+        data = self.eval_dataset if dataset is None else dataset
+        if data is None or len(data) == 0:
+            raise ValueError("evaluate needs a non-empty dataset (none given and no eval_dataset)")
+        cfg = self.args
+        n = 1 if greedy else num_samples
+        per_turn: dict[int, list[float]] = {}
+        parts_all: dict[str, list[float]] = {}
+        for a in self.agents:
+            a.eval()
+        for item in data:
+            cur = [f(item) for f in self.formatters]
+            ph = [[] for _ in cur]
+            rh = [[] for _ in cur]
+            for turn in range(cfg.num_turns):
+                comps = [generate_group(a, t, cur[i], n, cfg, greedy=greedy)[0] for i, (a, t) in enumerate(zip(self.agents, self.tokenizers))]
+                total, parts = combine_rewards(self.reward_specs, [[p] * n for p in cur], comps, item)
+                per_turn.setdefault(turn, []).extend(total.tolist())
+                for k, v in parts.items():
+                    parts_all.setdefault(k, []).extend(v.tolist())
+                if turn + 1 < cfg.num_turns:
+                    joint = [c[0] for c in comps]
+                    ph = [h + [p] for h, p in zip(ph, cur)]
+                    rh = [h + [c] for h, c in zip(rh, joint)]
+                    cur = self._transition(item, joint, ph, rh)
+        out = {"eval/reward": float(np.mean(per_turn[cfg.num_turns - 1]))}
+        for t, v in per_turn.items():
+            out[f"eval/reward/turn_{t + 1}"] = float(np.mean(v))
+        for k, v in parts_all.items():
+            out[f"eval/rewards/{k}/mean"] = float(np.mean(v))
+        return out
+
+    def save_model(self, output_dir: str | Path) -> list[Path]:
+        """Write ``agent_<i>/`` (``save_pretrained`` + tokenizer) per agent; returns the folders."""
+        out = Path(output_dir)
+        paths = []
+        for i, (a, t) in enumerate(zip(self.agents, self.tokenizers)):
+            p = out / f"agent_{i}"
+            a.save_pretrained(p)
+            t.save_pretrained(p)
+            paths.append(p)
+        return paths
+
+
+def _preorder(node: Node):
+    yield node
+    for c in node.children:
+        yield from _preorder(c)
