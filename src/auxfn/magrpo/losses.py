@@ -5,7 +5,7 @@ For agent i with completions y^(k) of prompt x and advantages A_k (notes §3.1, 
     L_i = -(1/G) sum_k A_k * sum_t log pi_i(y^(k)_t | x, y^(k)_<t)         (sequence_sum, paper)
 
 only over completion tokens up to and including the first EOS (the reference library
-also trains on the padding after EOS). With ``num_iterations > 1`` the per-token term
+also trains on the padding after EOS). With ``num_iterations > 1`` (``old_logps`` given) the per-token term
 becomes the clipped surrogate min(rho_t A, clip(rho_t, 1-eps, 1+eps) A), rho_t =
 pi/pi_old; at the first iteration rho = 1 and the gradient equals the REINFORCE one.
 With beta > 0 the per-token KL estimate exp(q - p) - (q - p) - 1 (p = log pi, q = log
@@ -73,12 +73,15 @@ def policy_loss(
     if mask.shape != (B, T) or advantages.shape != (B,):
         raise ValueError(f"mask must be ({B}, {T}) and advantages ({B},), got {tuple(mask.shape)} and {tuple(advantages.shape)}")
     m = mask.to(logps.dtype)
-    old = logps.detach() if old_logps is None else old_logps
-    ratio = torch.exp(logps - old)
     A = advantages.to(logps.dtype)[:, None]
-    unclipped = ratio * A
-    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * A
-    per_token = torch.minimum(unclipped, clipped)
+    if old_logps is None:
+        # on-policy (one gradient step): the REINFORCE term A * log pi; same gradient as the
+        # ratio form at rho = 1, and its value is the paper's loss
+        ratio = torch.ones_like(logps)
+        per_token = A * logps
+    else:
+        ratio = torch.exp(logps - old_logps)
+        per_token = torch.minimum(ratio * A, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * A)
     kl = torch.zeros_like(logps)
     if beta > 0:
         if ref_logps is None:
