@@ -1,0 +1,352 @@
+"""Co-training an RNN and its JSLDS: config, presets, ``train(cfg) -> JSLDSResult``, ``evaluate``.
+
+Optimisation as in the official notebooks: Adam (b1 0.9, b2 0.999, eps 0.1), learning rate
+``lr * lr_decay^step``, global-norm gradient clipping at 10, and a fresh synthetic batch at
+every step. The plain RNN baseline is the same loop with ``w_jslds = w_fixed_point = w_approx = 0``
+(the JSLDS recurrence is then not run at all).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from auxfn.core.checkpoint import load_checkpoint, save_checkpoint
+from auxfn.core.config import ConfigError, check_choice, check_positive, check_range, from_dict
+from auxfn.core.errors import UserError
+from auxfn.core.registry import Preset
+from auxfn.core.runs import Run
+from auxfn.core.seeding import make_generator, resolve_device, seed_everything
+from auxfn.jslds.cells import GRUCell, VanillaRNNCell, cell_dims
+from auxfn.jslds.losses import LossWeights, jslds_losses
+from auxfn.jslds.model import JSLDS, Trajectories
+from auxfn.jslds.tasks import ContextIntegrationTask, FlipFlopTask
+
+__all__ = ["PRESETS", "JSLDSConfig", "JSLDSResult", "build_model", "build_task", "evaluate", "load_run", "train"]
+
+
+@dataclass(frozen=True)
+class JSLDSConfig:
+    """Co-train an RNN with its JSLDS on a synthetic task (Smith, Linderman & Sussillo 2021)."""
+
+    task: str = "flipflop"
+    """flipflop (3-bit memory, GRU in the paper) or context (context integration, vanilla tanh)."""
+    task_mode: str = "official"
+    """flipflop: official (pulses on 2/3 of steps) or described (pulse probability pulse_p); context: official (normal bias) or described (uniform bias)."""
+    pulse_p: float = 0.3
+    """Pulse probability per bit and step in the flip-flop's described mode."""
+    n_bits: int = 3
+    """Bits of the flip-flop task."""
+    T: int = 25
+    """Time steps per trial."""
+    cell: str = "gru"
+    """gru, vanilla-tanh or vanilla-relu."""
+    n_state: int = 64
+    """State size n of the RNN (and the width of the expansion net)."""
+    expansion_layers: int = 2
+    """Layers of the residual tanh expansion net E."""
+    steps: int = 3000
+    """Optimizer steps (one fresh batch each)."""
+    batch_size: int = 64
+    """Trials per batch."""
+    lr: float = 0.02
+    """Initial learning rate."""
+    lr_decay: float = 0.9999
+    """Learning rate multiplier per step."""
+    adam_eps: float = 0.1
+    """Adam epsilon (0.1 in the official code)."""
+    clip: float = 10.0
+    """Global gradient-norm clipping threshold."""
+    w_rnn: float = 3.0
+    """lambda_RNN, weight of the RNN's task loss."""
+    w_jslds: float = 1.0
+    """lambda_JSLDS, weight of the JSLDS's task loss."""
+    w_fixed_point: float = 100.0
+    """lambda_e, weight of (F(e, x*) - e)^2."""
+    w_approx: float = 10.0
+    """lambda_a, weight of (h - a)^2."""
+    w_l2: float = 0.0
+    """L2 penalty on all parameters."""
+    log_every: int = 25
+    """Steps between metric rows."""
+    eval_every: int = 500
+    """Steps between evaluations on a held-out batch."""
+    eval_batch_size: int = 256
+    """Trials in the held-out evaluation batch."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints."""
+    seed: int = 0
+    """Seed of the weights and of the data stream."""
+    device: str = "cpu"
+    """cpu, cuda or auto."""
+    threads: int = 1
+    """CPU threads for torch during training (0 keeps torch's default). One thread is fastest for
+    these small matrices, and far faster than two on a shared 2-core machine."""
+
+    def __post_init__(self) -> None:
+        check_choice("task", self.task, ("flipflop", "context"))
+        check_choice("task_mode", self.task_mode, ("official", "described"))
+        check_range("pulse_p", self.pulse_p, 0, 1, low_open=True)
+        check_range("n_bits", self.n_bits, 1, 64)
+        check_range("T", self.T, 2, 100_000)
+        check_choice("cell", self.cell, ("gru", "vanilla-tanh", "vanilla-relu"))
+        check_range("n_state", self.n_state, 1, 100_000)
+        check_range("expansion_layers", self.expansion_layers, 1, 64)
+        check_range("steps", self.steps, 1)
+        check_range("batch_size", self.batch_size, 1)
+        check_positive("lr", self.lr)
+        check_range("lr_decay", self.lr_decay, 0, 1, low_open=True)
+        check_positive("adam_eps", self.adam_eps)
+        check_positive("clip", self.clip)
+        for name in ("w_rnn", "w_jslds", "w_fixed_point", "w_approx", "w_l2"):
+            check_range(name, getattr(self, name), 0)
+        if self.w_rnn == 0 and self.w_jslds == 0:
+            raise ConfigError("config fields 'w_rnn' and 'w_jslds' are both 0: at least one task loss must count")
+        for name in ("log_every", "eval_every", "eval_batch_size", "checkpoint_every"):
+            check_range(name, getattr(self, name), 1)
+        check_range("seed", self.seed, 0)
+        check_choice("device", self.device, ("cpu", "cuda", "auto"))
+        check_range("threads", self.threads, 0, 1024)
+        if self.task == "flipflop" and self.T <= 5:
+            raise ConfigError(f"config field 'T' = {self.T} is out of range: allowed T > 5 for flipflop (5 settle steps)")
+
+    @property
+    def weights(self) -> LossWeights:
+        return LossWeights(self.w_rnn, self.w_jslds, self.w_fixed_point, self.w_approx, self.w_l2)
+
+
+_STANDARD = dict(w_rnn=1.0, w_jslds=0.0, w_fixed_point=0.0, w_approx=0.0)
+_QUICK_FF = JSLDSConfig()
+_QUICK_CTX = JSLDSConfig(task="context", cell="vanilla-tanh", lr=0.005, steps=8000, w_rnn=1.0, w_l2=1e-5, eval_every=1000, checkpoint_every=1000)
+PRESETS: dict[str, Preset] = {
+    "quick-flipflop": Preset("3-bit flip-flop, GRU n=64, batch 64, 3000 steps (a few minutes on CPU)", _QUICK_FF),
+    "quick-context": Preset("context integration, tanh n=64, batch 64, lr 0.005, 8000 steps", _QUICK_CTX),
+    "standard-flipflop": Preset("plain GRU baseline for quick-flipflop (no JSLDS terms), 6000 steps",
+                                replace(_QUICK_FF, steps=6000, **_STANDARD)),
+    "standard-context": Preset("plain tanh RNN baseline for quick-context (no JSLDS terms), 12000 steps",
+                               replace(_QUICK_CTX, steps=12000, **_STANDARD)),
+    "paper-flipflop": Preset("the notebook's 3-bit run: GRU n=100, batch 256, 40k steps, lambda_RNN=3 (GPU)",
+                             JSLDSConfig(n_state=100, batch_size=256, steps=40_000, eval_every=2000, checkpoint_every=2000, device="auto")),
+    "paper-context": Preset("the notebook's context run: tanh n=128, batch 256, 50k steps, L2 1e-5 (GPU)",
+                            replace(_QUICK_CTX, n_state=128, batch_size=256, lr=0.02, steps=50_000, eval_every=2000,
+                                    checkpoint_every=2000, device="auto")),
+    "standard-paper-flipflop": Preset("plain GRU at paper size (n=100, batch 256, 40k steps)",
+                                      JSLDSConfig(n_state=100, batch_size=256, steps=40_000, eval_every=2000,
+                                                  checkpoint_every=2000, device="auto", **_STANDARD)),
+}
+
+
+@dataclass
+class JSLDSResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    model: JSLDS
+    task: Any
+    config: JSLDSConfig
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_task(cfg: JSLDSConfig):
+    if cfg.task == "flipflop":
+        return FlipFlopTask(cfg.n_bits, cfg.T, settle=5, mode=cfg.task_mode, p=cfg.pulse_p)
+    return ContextIntegrationTask(cfg.T, bias_dist="normal" if cfg.task_mode == "official" else "uniform")
+
+
+def build_model(cfg: JSLDSConfig, task, cell: torch.nn.Module | None = None) -> JSLDS:
+    """The JSLDS for ``task``: a built-in cell from ``cfg`` unless ``cell`` is given."""
+    for attr in ("n_input", "n_output", "sample"):
+        if not hasattr(task, attr):
+            raise UserError(f"task {type(task).__name__} has no '{attr}': a task needs n_input, n_output and sample(batch_size, generator)")
+    g = make_generator(cfg.seed)
+    if cell is None:
+        if cfg.cell == "gru":
+            cell = GRUCell(cfg.n_state, task.n_input, generator=g)
+        else:
+            cell = VanillaRNNCell(cfg.n_state, task.n_input, cfg.cell.split("-")[1], generator=g)
+    n, u = cell_dims(cell)
+    if u != task.n_input:
+        raise UserError(f"the cell takes {u} inputs but the task {type(task).__name__} gives {task.n_input}")
+    from auxfn.jslds.expansion import ExpansionNet
+
+    return JSLDS(cell, ExpansionNet(n, cfg.expansion_layers), n_out=task.n_output, x_star=getattr(task, "x_star", None), generator=g)
+
+
+def _check_batch(task, x, y, mask, batch_size: int, model: JSLDS) -> None:
+    B = batch_size
+    if x.dim() != 3 or x.shape[0] != B or x.shape[2] != model.n_input:
+        raise UserError(f"task.sample returned x of shape {tuple(x.shape)}; expected ({B}, T, {model.n_input})")
+    T = x.shape[1]
+    if y.shape != (B, T, model.n_out):
+        raise UserError(f"task.sample returned y of shape {tuple(y.shape)}; expected ({B}, {T}, {model.n_out})")
+    if mask.shape != (B, T) or mask.dtype != torch.bool:
+        raise UserError(f"task.sample returned mask {mask.dtype} {tuple(mask.shape)}; expected bool ({B}, {T})")
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def relative_error_traj(h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Mean over trials and steps of ``||h_t - a_t|| / ||h_t||`` (steps 1..T, after the first update)."""
+    return ((h - a).norm(dim=-1) / h.norm(dim=-1).clamp_min(1e-12)).mean()
+
+
+@torch.no_grad()
+def evaluate(model: JSLDS, task, batch_size: int = 256, seed: int = 12345, *, run_jslds: bool = True,
+             device: torch.device | str = "cpu") -> tuple[dict[str, float], Trajectories, tuple]:
+    """Held-out metrics ``eval/*`` on one fresh batch drawn with ``seed``; also returns the trajectories and the batch."""
+    x, y, mask = task.sample(batch_size, make_generator(seed))
+    x, y, mask = x.to(device), y.to(device), mask.to(device)
+    tr = model(x, run_jslds=run_jslds)
+    m = mask.unsqueeze(-1).to(y.dtype)
+    denom = m.sum() * y.shape[-1]
+    out = {"eval/mse_rnn": (((tr.y_rnn - y) ** 2) * m).sum().item() / denom.item()}
+    if isinstance(task, FlipFlopTask):
+        out["eval/bit_accuracy_rnn"] = ((torch.sign(tr.y_rnn) == y).to(y.dtype) * m).sum().item() / denom.item()
+    if run_jslds:
+        out["eval/mse_jslds"] = (((tr.y_jslds - y) ** 2) * m).sum().item() / denom.item()
+        out["eval/relative_error"] = relative_error_traj(tr.h, tr.a).item()
+        out["eval/fixed_point_loss"] = ((tr.F_e - tr.e) ** 2).mean().item()
+        if isinstance(task, FlipFlopTask):
+            out["eval/bit_accuracy_jslds"] = ((torch.sign(tr.y_jslds) == y).to(y.dtype) * m).sum().item() / denom.item()
+    return out, tr, (x, y, mask)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _modules(model: JSLDS) -> dict[str, torch.nn.Module]:
+    return {"model": model}
+
+
+_RESUMABLE = ("steps", "log_every", "eval_every", "eval_batch_size", "checkpoint_every", "device", "threads")
+
+
+def train(cfg: JSLDSConfig, *, out: str | Path | None = None, resume: str | Path | None = None, quiet: bool = True,
+          task=None, cell: torch.nn.Module | None = None) -> JSLDSResult:
+    """Train ``cfg``; returns the run directory, final metrics and the model.
+
+    ``task`` (any object with ``n_input``, ``n_output``, ``sample``) and ``cell`` (any
+    ``F(h, x)`` module) replace the config's built-in task and cell. A non-finite loss or
+    gradient stops the run with :class:`auxfn.core.errors.DivergedError` naming the last
+    good checkpoint.
+    """
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, out=out, resume=resume, quiet=quiet, task=task, cell=cell)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    task = task if task is not None else build_task(cfg)
+    model = build_model(cfg, task, cell).to(device)
+    weights = cfg.weights
+    run_jslds = weights.needs_jslds
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=cfg.adam_eps)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
+    gen = make_generator(cfg.seed + 1)
+    if resume is not None:
+        ck = load_checkpoint(resume, _modules(model), optimizers={"adam": opt}, schedulers={"lr": sched}, config=cfg,
+                             ignore_fields=_RESUMABLE, generators={"data": gen}, map_location=device)
+        run, start = Run.resume(resume, ck.step, quiet=quiet), ck.step
+        if start >= cfg.steps:
+            raise UserError(f"{resume} already ran {start} steps; pass --steps N with N > {start} to continue")
+    else:
+        run, start = Run.create("jslds", cfg, name=f"{cfg.task}", out=out, quiet=quiet), 0
+    last_eval: dict[str, float] = {}
+    t_train = 0.0
+    with run, run.progress(cfg.steps, "jslds", initial=start) as bar:
+        for step in range(start + 1, cfg.steps + 1):
+            t0 = time.perf_counter()
+            x, y, mask = task.sample(cfg.batch_size, gen)
+            if step == start + 1:
+                _check_batch(task, x, y, mask, cfg.batch_size, model)
+            x, y, mask = x.to(device), y.to(device), mask.to(device)
+            tr = model(x, run_jslds=run_jslds)
+            losses = jslds_losses(tr, y, mask, weights, params=model.parameters() if weights.l2 > 0 else None)
+            if not torch.isfinite(losses["total"]):
+                raise run.diverged("loss/total", step)
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            if not torch.isfinite(gnorm):
+                raise run.diverged("gradient norm", step)
+            opt.step()
+            sched.step()
+            t_train += time.perf_counter() - t0
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                row = {f"loss/{k}": v.item() for k, v in losses.items()}
+                row.update({"lr": sched.get_last_lr()[0], "grad_norm": gnorm.item(), "time/step_s": t_train / (step - start)})
+                run.log(step, row)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                model.eval()
+                last_eval, _, _ = evaluate(model, task, cfg.eval_batch_size, seed=cfg.seed + 10_000, run_jslds=run_jslds, device=device)
+                model.train()
+                run.log(step, last_eval)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save_checkpoint(run.path, step, _modules(model), optimizers={"adam": opt}, schedulers={"lr": sched},
+                                config=cfg, generators={"data": gen}, keep_last=2)
+            bar.update(1)
+        summary = {"steps": cfg.steps, **{k.split("/", 1)[1]: v for k, v in last_eval.items()},
+                   "seconds_per_step": t_train / max(1, cfg.steps - start)}
+        first = next((r for r in run.metrics() if "loss/total" in r), None)
+        if first is not None:
+            summary["first_loss"] = first["loss/total"]
+        summary["final_loss"] = next((r["loss/total"] for r in reversed(run.metrics()) if "loss/total" in r), None)
+        run.write_summary(summary)
+        figures = _training_figures(run, model, task, cfg, run_jslds, device)
+        run.write_report(f"JSLDS training: {cfg.task}", summary, figures=figures)
+    return JSLDSResult(run.path, summary, model, task, cfg)
+
+
+def _training_figures(run: Run, model: JSLDS, task, cfg: JSLDSConfig, run_jslds: bool, device) -> list[Path]:
+    from auxfn.core.plotting import save_figure, subplots
+
+    rows = [r for r in run.metrics() if "loss/total" in r]
+    fig, ax = subplots(width=5)
+    for key in ("loss/total", "loss/rnn", "loss/jslds", "loss/fixed_point", "loss/approx"):
+        vals = [(r["step"], r[key]) for r in rows if r.get(key) not in (None, 0.0)]
+        if vals:
+            ax.plot(*zip(*vals, strict=True), label=key.split("/")[1])
+    ax.set(xlabel="step", ylabel="loss", yscale="log", title="training losses")
+    ax.legend()
+    paths = [save_figure(fig, run, "losses")]
+    model.eval()
+    _, tr, (x, y, mask) = evaluate(model, task, 8, seed=cfg.seed + 20_000, run_jslds=run_jslds, device=device)
+    k = y.shape[-1]
+    fig, axes = subplots(k, 1, width=6, height=1.6, squeeze=False, sharex=True)
+    t = range(1, y.shape[1] + 1)
+    for i in range(k):
+        ax = axes[i, 0]
+        ax.plot(t, y[0, :, i].cpu(), color="0.6", lw=3, label="target")
+        ax.plot(t, tr.y_rnn[0, :, i].cpu(), label="RNN")
+        if run_jslds:
+            ax.plot(t, tr.y_jslds[0, :, i].cpu(), "--", label="JSLDS")
+        ax.set_ylabel(f"out {i}")
+    axes[0, 0].legend(ncol=3, fontsize=8)
+    axes[-1, 0].set_xlabel("time step")
+    fig.suptitle("held-out trial: RNN vs JSLDS readouts")
+    paths.append(save_figure(fig, run, "readouts"))
+    return paths
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[JSLDSConfig, JSLDS, Any]:
+    """Config, model (last checkpoint) and task of a run written by :func:`train`."""
+    run = Run.open(run_dir)
+    cfg = from_dict(JSLDSConfig, run.metadata["config"])
+    task = build_task(cfg)
+    model = build_model(cfg, task)
+    load_checkpoint(run.path, _modules(model), config=cfg, ignore_fields=_RESUMABLE, restore_rng=False, map_location=device)
+    model.eval()
+    return cfg, model, task
+
