@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env, check_step_determinism
 
-import auxfn.jepa  # noqa: F401  (registers the environments)
+import auxfn.jepa.envs  # noqa: F401  (registers the environments)
 from auxfn.jepa.envs import CountingMDP, GridWorldMDP, RingMDP, pixel_projection, transition_table
 
 ENVS = [

@@ -1,37 +1,34 @@
 """JEPA with an auxiliary head in deterministic MDPs (Yu et al. 2025, "Why and How Auxiliary
 Tasks Improve JEPA Representations", arXiv 2509.12249).
 
-Importing this package registers the gymnasium environments ``auxfn/Counting-v0``,
-``auxfn/GridWorld-v0`` and ``auxfn/Ring-v0``.
+The public names below are imported lazily (PEP 562) so that ``auxfn --help``, which
+imports ``auxfn.jepa.cli``, does not pay for torch. Importing ``auxfn.jepa.envs`` (or
+touching any environment name here) registers the gymnasium environments
+``auxfn/Counting-v0``, ``auxfn/GridWorld-v0`` and ``auxfn/Ring-v0``;
+``gymnasium.make("auxfn.jepa.envs:auxfn/Counting-v0")`` does it in one call.
 """
 
-from auxfn.jepa.bisim import Bisimulation, EmpiricalBisimulation, empirical_bisimulation, largest_bisimulation
-from auxfn.jepa.envs import (
-    CountingEnv,
-    CountingMDP,
-    GridWorld,
-    GridWorldMDP,
-    NuisanceProduct,
-    RingEnv,
-    RingMDP,
-    TabularEnv,
-    TabularMDP,
-    transition_table,
-)
+from __future__ import annotations
 
-__all__ = [
-    "Bisimulation",
-    "CountingEnv",
-    "CountingMDP",
-    "EmpiricalBisimulation",
-    "GridWorld",
-    "GridWorldMDP",
-    "NuisanceProduct",
-    "RingEnv",
-    "RingMDP",
-    "TabularEnv",
-    "TabularMDP",
-    "empirical_bisimulation",
-    "largest_bisimulation",
-    "transition_table",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "envs": (
+        "CountingEnv", "CountingMDP", "GridWorld", "GridWorldMDP", "NuisanceProduct", "RingEnv",
+        "RingMDP", "TabularEnv", "TabularMDP", "pixel_projection", "transition_table",
+    ),
+    "bisim": ("Bisimulation", "EmpiricalBisimulation", "empirical_bisimulation", "largest_bisimulation"),
+    "models": ("AuxHead", "Encoder", "JEPAModel", "Transition"),
+    "losses": ("jepa_losses", "two_hot", "two_hot_ce", "vicreg_terms", "MODES"),
+    "train": ("JEPAConfig", "JEPAResult", "PRESETS", "load_run", "train"),
+    "audit": ("AuditReport", "audit"),
+}
+_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"auxfn.jepa.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'auxfn.jepa' has no attribute {name!r}")

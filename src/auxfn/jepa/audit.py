@@ -1,0 +1,355 @@
+"""Theorem 1, measured: does a trained model collapse non-bisimilar observations?
+
+:func:`audit` renders ``n_render`` fresh observations of every state (nuisance drawn
+from a seed the training never used), encodes them and compares the latents with the
+largest bisimulation of the MDP (``auxfn.jepa.bisim``):
+
+1. premise: mean and max per-sample L_dyn and L_p (the theorem needs both ≈ 0 everywhere);
+2. collapsed pairs: for classes C_i ≠ C_j, ``d_min(i, j) = min ||E(x) − E(y)||`` over
+   x ∈ C_i, y ∈ C_j, divided by a scale s; a pair with ``d_min / s < tau`` is collapsed
+   (the theorem predicts none). ``s`` is the RMS latent norm (``scale="rms"``, default)
+   or the median pairwise distance (``"median"``); see :func:`latent_audit`;
+3. clusters: the number k of k-means clusters with the best silhouette (k from 2 to
+   2 · n_classes), or 1 when all renders lie within ``tau · s`` of each other (a
+   collapsed cloud); and the number of classes left separated (components of the
+   class graph whose edges are the collapsed pairs);
+4. healthy-collapse index: mean intra-class spread / mean inter-centroid distance;
+5. nearest-centroid accuracy on held-out renders (centroids from one set of renders,
+   accuracy on another: not the in-sample number of the reference code);
+6. ridge linear probes on frozen latents (train/test split) for the state, the class
+   and each nuisance factor, with their chance levels;
+7. RankMe ``exp(H(σ / Σσ))`` of the centred latents and the mean per-dimension std;
+8. minimum inter-class distance against distinguishing depth (notes §2.4).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from auxfn.jepa.bisim import Bisimulation, empirical_bisimulation, largest_bisimulation
+from auxfn.jepa.envs import TabularMDP, make_aux_fn, transition_table
+
+__all__ = ["AuditReport", "audit", "audit_figures", "count_clusters", "latent_audit", "rankme", "ridge_probe", "silhouette"]
+
+
+def rankme(z: np.ndarray, eps: float = 1e-12) -> float:
+    """RankMe (Garrido et al. 2023): ``exp(−Σ_k q_k log q_k)``, ``q = σ / Σσ`` of centred z (N, d)."""
+    z = np.asarray(z, dtype=np.float64)
+    sv = np.linalg.svd(z - z.mean(0), compute_uv=False)
+    if sv.sum() <= eps:
+        return 0.0
+    q = sv / sv.sum() + eps
+    return float(np.exp(-(q * np.log(q)).sum()))
+
+
+def ridge_probe(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray, lam: float = 1e-3) -> float:
+    """Test accuracy of a closed-form ridge classifier (one-hot targets, standardised z, bias)."""
+    mu, sd = z_train.mean(0), z_train.std(0) + 1e-8
+    a = np.c_[(z_train - mu) / sd, np.ones(len(z_train))]
+    b = np.c_[(z_test - mu) / sd, np.ones(len(z_test))]
+    classes = np.unique(y_train)
+    onehot = (y_train[:, None] == classes[None, :]).astype(np.float64)
+    w = np.linalg.solve(a.T @ a + lam * len(a) * np.eye(a.shape[1]), a.T @ onehot)
+    return float(np.mean(classes[np.argmax(b @ w, axis=1)] == y_test))
+
+
+def _pairwise(z: np.ndarray) -> np.ndarray:
+    sq = (z**2).sum(1)
+    return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0.0))
+
+
+def silhouette(z: np.ndarray, labels: np.ndarray, dist: np.ndarray | None = None) -> float:
+    """Mean silhouette ``(b − a) / max(a, b)`` (Rousseeuw 1987); 0 for singletons."""
+    dist = _pairwise(z) if dist is None else dist
+    ks = np.unique(labels)
+    if len(ks) < 2:
+        return 0.0
+    member = labels[:, None] == ks[None, :]
+    sums = dist @ member
+    counts = member.sum(0)
+    own = member.argmax(1)
+    n_own = counts[own]
+    a = np.where(n_own > 1, sums[np.arange(len(z)), own] / np.maximum(n_own - 1, 1), 0.0)
+    other = np.where(member, np.inf, sums / counts[None, :])
+    b = other.min(1)
+    s = np.where(n_own > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-300), 0.0)
+    return float(s.mean())
+
+
+def count_clusters(z: np.ndarray, k_max: int, *, seed: int = 0, collapsed_below: float = 0.0) -> int:
+    """Clusters in z (N, d): 1 if every point is within ``collapsed_below`` of the first
+    (diameter test), else the k in 2..k_max whose k-means (scipy kmeans2, k-means++,
+    best of 3 restarts by inertia) has the best silhouette."""
+    from scipy.cluster.vq import kmeans2
+
+    z = np.asarray(z, dtype=np.float64)
+    dist = _pairwise(z)
+    if dist.max() <= collapsed_below or len(z) < 3:
+        return 1
+    best_k, best_s = 1, -np.inf
+    for k in range(2, min(k_max, len(z) - 1) + 1):
+        runs = []
+        for r in range(3):
+            with warnings.catch_warnings():  # an empty cluster only means this k is too large
+                warnings.simplefilter("ignore")
+                cent, lab = kmeans2(z, k, minit="++", seed=seed + 97 * r + k)
+            runs.append((((z - cent[lab]) ** 2).sum(), lab))
+        lab = min(runs, key=lambda x: x[0])[1]
+        s = silhouette(z, lab, dist)
+        if s > best_s:
+            best_k, best_s = k, s
+    return int(best_k)
+
+
+def latent_audit(z: np.ndarray, states: np.ndarray, bisim: Bisimulation, *, tau: float = 1e-2, scale: str = "rms", n_worst: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Collapse statistics of latents ``z (N, d)`` of renders of ``states (N,)``.
+
+    Returns the class-level d_min matrix (normalised), the collapsed pairs, clusters,
+    separated classes and the healthy-collapse index (see the module docstring).
+    ``scale="rms"``: s = sqrt(mean ||z||²), which also exposes collapse to a single
+    point (the median distance of a collapsed cloud is its own noise level);
+    ``scale="median"``: s = median pairwise distance, invariant to a common offset.
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2 or len(z) != len(states):
+        raise ValueError(f"z must have shape (N={len(states)}, d), got {z.shape}")
+    if scale not in ("rms", "median"):
+        raise ValueError(f"scale must be 'rms' or 'median', got {scale!r}")
+    cls = bisim.classes[states]
+    k = bisim.n_classes
+    dist = _pairwise(z)
+    iu = np.triu_indices(len(z), 1)
+    s = float(np.sqrt((z**2).sum(1).mean())) if scale == "rms" else float(np.median(dist[iu]))
+    s = max(s, 1e-30)
+    dmin = np.full((k, k), np.inf)
+    for i in range(k):
+        for j in range(i + 1, k):
+            d = dist[np.ix_(cls == i, cls == j)]
+            if d.size:
+                dmin[i, j] = dmin[j, i] = d.min() / s
+    depth = bisim.class_depth()
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k) if np.isfinite(dmin[i, j])]
+    collapsed = [(i, j) for i, j in pairs if dmin[i, j] < tau]
+    worst = sorted(pairs, key=lambda ij: dmin[ij])[:n_worst]
+    adj = dmin < tau
+    n_sep = connected_components(adj, directed=False)[0] if k else 0
+    n_clusters = count_clusters(z, max(2, 2 * k), seed=seed, collapsed_below=tau * s)
+    centroids = np.stack([z[cls == c].mean(0) for c in range(k)])
+    spread = np.mean([np.sqrt(((z[cls == c] - centroids[c]) ** 2).sum(1)).mean() for c in range(k)])
+    inter = _pairwise(centroids)[np.triu_indices(k, 1)].mean() if k > 1 else np.nan
+    return {
+        "scale": s,
+        "n_noneq_pairs": len(pairs),
+        "n_collapsed_pairs": len(collapsed),
+        "min_ratio": float(min((dmin[p] for p in pairs), default=np.inf)),
+        "worst_pairs": [{"classes": [int(i), int(j)], "ratio": float(dmin[i, j]), "depth": int(depth[i, j])} for i, j in worst],
+        "n_separated_classes": int(n_sep),
+        "n_clusters": int(n_clusters),
+        "healthy_collapse_index": float(spread / inter) if inter and inter > 0 else float("inf"),
+        "distance_vs_depth": [[int(depth[i, j]), float(dmin[i, j])] for i, j in pairs],
+    }
+
+
+@dataclass
+class AuditReport:
+    """What :func:`audit` measured; ``to_dict()`` gives JSON primitives, ``markdown()`` a table."""
+
+    n_states: int
+    n_classes: int
+    premise: dict[str, float]
+    collapse: dict[str, Any]
+    centroid_acc_heldout: float
+    probes: dict[str, float]
+    chance: dict[str, float]
+    rankme: float
+    per_dim_std: float
+    empirical: dict[str, Any] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    latents: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    """z (2 n_states n_render, d), states, classes of the audit renders (not serialised)."""
+
+    @property
+    def n_collapsed_pairs(self) -> int:
+        return int(self.collapse["n_collapsed_pairs"])
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.collapse["n_clusters"])
+
+    @property
+    def n_separated_classes(self) -> int:
+        return int(self.collapse["n_separated_classes"])
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if k != "latents"}
+        return json.loads(json.dumps(d, default=float))
+
+    def headline(self) -> dict[str, Any]:
+        return {
+            "bisimulation classes": self.n_classes,
+            "classes separated": self.n_separated_classes,
+            "latent clusters": self.n_clusters,
+            "collapsed non-equivalent pairs": f"{self.n_collapsed_pairs} / {self.collapse['n_noneq_pairs']}",
+            "min d_min/s": round(self.collapse["min_ratio"], 4),
+            "held-out centroid accuracy": round(self.centroid_acc_heldout, 3),
+            "healthy-collapse index": round(self.collapse["healthy_collapse_index"], 4),
+            "RankMe": round(self.rankme, 2),
+            "L_dyn mean / max": f"{self.premise['dyn_mean']:.3g} / {self.premise['dyn_max']:.3g}",
+            "L_p mean / max": f"{self.premise['aux_mean']:.3g} / {self.premise['aux_max']:.3g}",
+            **{f"probe {k}": f"{v:.3f} (chance {self.chance[k]:.3f})" for k, v in self.probes.items()},
+        }
+
+    def markdown(self) -> str:
+        rows = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in self.headline().items()]
+        worst = self.collapse["worst_pairs"]
+        if worst:
+            rows += ["", "Closest non-equivalent class pairs:", "", "| classes | d_min / s | depth |", "|---|---|---|"]
+            rows += [f"| {w['classes'][0]}, {w['classes'][1]} | {w['ratio']:.4g} | {w['depth']} |" for w in worst]
+        return "\n".join(rows)
+
+
+def _core(env: Any) -> TabularMDP:
+    core = getattr(getattr(env, "unwrapped", env), "core", env)
+    for attr in ("n_states", "n_actions", "step", "aux", "render", "sample_nuisance"):
+        if not hasattr(core, attr):
+            raise TypeError(f"env must be a TabularEnv or a TabularMDP (missing {attr!r}), got {type(env).__name__}")
+    return core
+
+
+@torch.no_grad()
+def _encode(model, obs: np.ndarray, batch: int = 512) -> np.ndarray:
+    device = next(model.parameters()).device
+    out = [model.encoder(torch.as_tensor(obs[i : i + batch], device=device)).cpu().numpy() for i in range(0, len(obs), batch)]
+    return np.concatenate(out).astype(np.float64)
+
+
+def audit(model, env: Any, n_render: int = 16, *, seed: int = 0, aux: str = "reward", train_aux: str | None = None, random_dim: int = 16, random_seed: int = 0, tau: float = 1e-2, scale: str = "rms", transitions: np.ndarray | None = None) -> AuditReport:
+    """Audit a trained :class:`~auxfn.jepa.models.JEPAModel` on a finite deterministic MDP.
+
+    ``env``: a gymnasium env made by auxfn (``env.unwrapped.core``) or a TabularMDP.
+    ``aux``: the auxiliary function whose largest bisimulation is the ground truth.
+    ``train_aux``: the auxiliary target the model was trained on (for the premise
+    check of L_p; default ``aux``). ``transitions``: observed (s, a, s') rows, to also
+    audit against the empirical bisimulation. Raises ``ValueError`` if the MDP's step
+    is not deterministic (the theorem assumes it).
+    """
+    if n_render < 2:
+        raise ValueError(f"n_render must be >= 2 (one set fits centroids and probes, another tests them), got {n_render}")
+    core = _core(env)
+    table = transition_table(core, check=True)
+    bis = largest_bisimulation(table, core.aux(np.arange(core.n_states), aux))
+    rng = np.random.default_rng(10_000_019 + seed)  # a seed stream the training never uses
+    n = core.n_states
+    states = np.repeat(np.arange(n), n_render)
+    # two independent render sets: A fits centroids and probes, B tests them
+    sets = []
+    for _ in range(2):
+        nuis = core.sample_nuisance(rng, len(states))
+        obs = core.render(states, nuis)
+        sets.append((nuis, obs, _encode(model, obs)))
+    (nuis_a, obs_a, z_a), (nuis_b, obs_b, z_b) = sets
+
+    # 1. premise: per-sample losses for every (render, action) of set B
+    from auxfn.jepa.losses import per_sample_losses
+
+    aux_fn = make_aux_fn(core, train_aux or aux, random_dim, random_seed)
+    dyn_all, aux_all = [], []
+    device = next(model.parameters()).device
+    for a in range(core.n_actions):
+        acts = np.full(len(states), a)
+        s_next = table[states, a]
+        obs_next = core.render(s_next, core.next_nuisance(nuis_b, states, s_next, rng))
+        p = aux_fn(states, obs_b)
+        if p.shape[1] != model.aux_dim:
+            raise ValueError(f"the aux target {train_aux or aux!r} has dimension {p.shape[1]} but the model's head predicts {model.aux_dim}; pass train_aux=")
+        with torch.no_grad():
+            t = per_sample_losses(
+                model, torch.as_tensor(obs_b, device=device), torch.as_tensor(acts, device=device),
+                torch.as_tensor(obs_next, device=device), torch.as_tensor(p, dtype=torch.float32, device=device),
+            )
+        dyn_all.append(t["dyn"].cpu().numpy())
+        aux_all.append(t["aux"].cpu().numpy())
+    dyn_all, aux_all = np.concatenate(dyn_all), np.concatenate(aux_all)
+    premise = {"dyn_mean": float(dyn_all.mean()), "dyn_max": float(dyn_all.max()), "aux_mean": float(aux_all.mean()), "aux_max": float(aux_all.max())}
+
+    z_all = np.concatenate([z_a, z_b])
+    s_all = np.concatenate([states, states])
+    collapse = latent_audit(z_all, s_all, bis, tau=tau, scale=scale, seed=seed)
+
+    cls_a, cls_b = bis.classes[states], bis.classes[states]
+    centroids = np.stack([z_a[cls_a == c].mean(0) for c in range(bis.n_classes)])
+    pred = np.argmin(((z_b[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+    centroid_acc = float(np.mean(pred == cls_b))
+
+    labels = {"state": (states, states), "class": (cls_a, cls_b)}
+    fa, fb = core.nuisance_factors(nuis_a), core.nuisance_factors(nuis_b)
+    labels.update({f"nuisance:{k}": (fa[k], fb[k]) for k in fa})
+    probes, chance = {}, {}
+    for name, (ya, yb) in labels.items():
+        if len(np.unique(ya)) < 2:
+            continue
+        probes[name] = ridge_probe(z_a, ya, z_b, yb)
+        chance[name] = float(np.max(np.bincount(yb)) / len(yb))
+
+    empirical = None
+    if transitions is not None:
+        emp = empirical_bisimulation(transitions, core.aux(np.arange(n), aux), n_states=n)
+        d = _pairwise(z_all) / collapse["scale"]
+        state_dmin = np.full((n, n), np.inf)
+        for i in range(n):
+            for j in range(i + 1, n):
+                state_dmin[i, j] = d[np.ix_(s_all == i, s_all == j)].min()
+        noneq = np.triu(~emp.equivalent, 1)
+        empirical = {
+            "n_noneq_state_pairs": int(noneq.sum()),
+            "n_collapsed_state_pairs": int((noneq & (state_dmin < tau)).sum()),
+            "is_equivalence": emp.is_equivalence,
+        }
+
+    return AuditReport(
+        n_states=n, n_classes=bis.n_classes, premise=premise, collapse=collapse,
+        centroid_acc_heldout=centroid_acc, probes=probes, chance=chance, rankme=rankme(z_all),
+        per_dim_std=float(z_all.std(0).mean()), empirical=empirical,
+        settings={"n_render": n_render, "seed": seed, "aux": aux, "tau": tau, "scale": scale},
+        latents={"z": z_all, "states": s_all, "classes": bis.classes[s_all]},
+    )
+
+
+def audit_figures(report: AuditReport, out_dir: str | Path, prefix: str = "") -> list[Path]:
+    """PCA of the audit latents coloured by class, and d_min / s against distinguishing depth."""
+    from auxfn.core.plotting import COLORS, save_figure, subplots
+
+    if report.latents is None:
+        raise ValueError("the report holds no latents (it was read back from JSON); run audit() again")
+    z, cls = report.latents["z"], report.latents["classes"]
+    zc = z - z.mean(0)
+    _, _, vt = np.linalg.svd(zc, full_matrices=False)
+    pc = zc @ vt[:2].T if vt.shape[0] >= 2 else np.c_[zc @ vt[:1].T, np.zeros(len(z))]
+    fig, ax = subplots(width=4.6, height=3.8)
+    cmap = __import__("matplotlib").colormaps["tab10" if report.n_classes <= 10 else "viridis"]
+    k = max(report.n_classes - 1, 1)
+    for c in range(report.n_classes):
+        m = cls == c
+        colour = cmap(c) if report.n_classes <= 10 else cmap(c / k)
+        ax.scatter(pc[m, 0], pc[m, 1], s=8, color=colour, label=str(c) if report.n_classes <= 10 else None)
+    ax.set(xlabel="PC 1", ylabel="PC 2", title=f"latents by bisimulation class ({report.n_clusters} clusters)")
+    if report.n_classes <= 10:
+        ax.legend(fontsize=7, markerscale=1.5, ncol=2)
+    paths = [save_figure(fig, out_dir, f"{prefix}pca")]
+    dv = np.array(report.collapse["distance_vs_depth"], dtype=float).reshape(-1, 2)
+    fig, ax = subplots()
+    ax.scatter(dv[:, 0], np.maximum(dv[:, 1], 1e-6), s=14, color=COLORS[0])
+    ax.axhline(report.settings["tau"], color=COLORS[1], ls="--", label="collapse threshold τ")
+    ax.set(xlabel="distinguishing depth", ylabel="min inter-class distance / s", yscale="log", title="distance vs depth")
+    ax.legend()
+    paths.append(save_figure(fig, out_dir, f"{prefix}distance_vs_depth"))
+    return paths
