@@ -1,0 +1,143 @@
+"""``auxfn magrpo ...``: train, eval, presets, and the demo. Light at import: no torch here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from auxfn.cli import presets_command, train_command
+from auxfn.core.errors import UserError
+from auxfn.core.registry import DemoContext, DemoResult, Method, Preset
+
+
+def _presets() -> dict[str, Preset]:
+    from auxfn.magrpo.config import MAGRPOConfig
+    from auxfn.magrpo.train import TrainConfig
+
+    quick = MAGRPOConfig(num_generations=8, max_completion_length=16, learning_rate=3e-3, temperature=1.0, top_p=1.0, max_steps=60)
+    return {
+        "quick": Preset("length-ratio, 2 tiny Llama agents, G=8, 60 steps (~20 s on 1 core)", TrainConfig(trainer=quick)),
+        "length-ratio": Preset(
+            "length-ratio, G=8, 300 steps", TrainConfig(trainer=MAGRPOConfig(**{**_fields(quick), "max_steps": 300}), checkpoint_every=50)
+        ),
+        "coop-sum": Preset(
+            "cooperative arithmetic with partial observations, G=8, 300 steps",
+            TrainConfig(task="coop-sum", trainer=MAGRPOConfig(**{**_fields(quick), "max_completion_length": 4, "max_steps": 300}), checkpoint_every=50),
+        ),
+    }
+
+
+def _fields(cfg) -> dict:
+    import dataclasses
+
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+
+
+class _Lazy(dict):
+    """Presets are built on first use so that importing this module stays free of torch."""
+
+    def _fill(self) -> None:
+        if not dict.__len__(self):
+            self.update(_presets())
+
+    def __getitem__(self, k):
+        self._fill()
+        return dict.__getitem__(self, k)
+
+    def __contains__(self, k):
+        self._fill()
+        return dict.__contains__(self, k)
+
+    def __iter__(self):
+        self._fill()
+        return dict.__iter__(self)
+
+    def __len__(self):
+        self._fill()
+        return dict.__len__(self)
+
+    def items(self):
+        self._fill()
+        return dict.items(self)
+
+    def keys(self):
+        self._fill()
+        return dict.keys(self)
+
+    def __bool__(self):
+        return True
+
+
+PRESETS = _Lazy()
+
+
+def _train(cfg, *, out=None, resume=None, quiet=False):
+    from auxfn.magrpo.train import train
+
+    return train(cfg, out=out, resume=resume, quiet=quiet)
+
+
+def _eval_command(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: auxfn magrpo eval RUN_DIR\n\nReload a run's trained agents (model/agent_<i>) and recompute "
+              "its eval reward (eval.json) and figure.")
+        return 0
+    if len(argv) != 1:
+        raise UserError(f"auxfn magrpo eval takes one RUN_DIR, got {len(argv)} arguments")
+    from auxfn.magrpo.train import evaluate_run
+
+    for k, v in evaluate_run(Path(argv[0])).items():
+        print(f"{k}: {v:.4f}")
+    return 0
+
+
+def _demo(ctx: DemoContext) -> DemoResult:
+    from auxfn.magrpo.sandbox import SandboxLimits, run_python
+    from auxfn.magrpo.train import TrainConfig, train
+
+    base = _presets()["quick"].config
+    import dataclasses
+
+    steps = 40 if ctx.quick else 250
+    cfg = dataclasses.replace(base, trainer=dataclasses.replace(base.trainer, max_steps=steps, seed=ctx.seed), checkpoint_every=steps, eval_items=8 if ctx.quick else 16)
+    res = train(cfg, out=ctx.out_dir / "run", quiet=True)
+    s = res.summary
+    limits = SandboxLimits(wall_time=3.0, cpu_time=2, per_test_timeout=1.0, memory_mb=256)
+    hostile = {
+        "infinite loop": "while True:\n    pass\n",
+        "fork bomb": "import os\nwhile True:\n    os.fork()\n",
+        "memory bomb": "x = bytearray(4 * 1024 ** 3)\n",
+        "10 MB of output": "print('x' * 10 ** 7)\n",
+        "correct program": "def f(x):\n    return 3 * x + 2\n",
+    }
+    verdicts = {name: run_python(code, ["assert f(1) == 5"] if "correct" in name else [], limits).status for name, code in hostile.items()}
+    contained = sum(v in ("timeout", "limit", "crash") for k, v in verdicts.items() if k != "correct program")
+    ok_sandbox = contained == len(hostile) - 1 and verdicts["correct program"] == "pass"
+    improved = s["eval_reward_after"] > s["eval_reward_before"] + 0.1
+    details = (
+        f"Two tiny Llama agents (random init, character tokenizer) trained with MAGRPO for {s['steps']} steps "
+        f"on the length-ratio task (joint reward 1 - min(1, |len(c2)/len(c1) - 2|/2), max 1). "
+        f"Held-out eval reward (mean of {cfg.eval_samples} sampled joint actions on {cfg.eval_items} prompts): "
+        f"{s['eval_reward_before']:.3f} before, {s['eval_reward_after']:.3f} after; "
+        f"{s['seconds_per_step']:.3f} s per step.\n\nSandbox verdicts: "
+        + ", ".join(f"{k}: {v}" for k, v in verdicts.items())
+    )
+    return DemoResult(
+        shown="2 agents on length-ratio: trained vs untrained; sandbox",
+        headline=f"reward {s['eval_reward_before']:.2f} -> {s['eval_reward_after']:.2f}; sandbox contained {contained}/{len(hostile) - 1}",
+        figures=[res.run_dir / "figures" / "reward.png"],
+        details=details,
+        ok=improved and ok_sandbox,
+    )
+
+
+METHOD = Method(
+    name="magrpo",
+    summary="multi-agent GRPO: language-model agents trained on one shared joint reward",
+    commands={
+        "train": ("train two tiny agents on a toy task", train_command("magrpo", PRESETS, _train, default_preset="quick")),
+        "eval": ("reload a run's agents and recompute its eval reward", _eval_command),
+        "presets": ("list presets", presets_command(PRESETS)),
+    },
+    demo=_demo,
+    order=40,
+)

@@ -1,0 +1,70 @@
+"""train(cfg) through the core: run directory, checkpoints, identical resume, divergence, CLI."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from auxfn.core.errors import ConfigError, DivergedError
+from auxfn.magrpo.config import MAGRPOConfig
+from auxfn.magrpo.train import ModelConfig, TrainConfig, train
+
+
+def _cfg(steps):
+    return TrainConfig(
+        trainer=MAGRPOConfig(num_generations=4, max_completion_length=8, learning_rate=3e-3, temperature=1.0, top_p=1.0, max_steps=steps),
+        model=ModelConfig(hidden_size=32), eval_items=2, eval_samples=1, checkpoint_every=3,
+    )
+
+
+def _rows(path):
+    return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_directory_and_identical_resume(tmp_path):
+    full = train(_cfg(6), out=tmp_path / "full")
+    for name in ("config.json", "metrics.jsonl", "summary.json", "report.md", "figures/reward.png", "model/agent_1/config.json"):
+        assert (full.run_dir / name).exists(), name
+    assert {"reward", "reward_std", "completions/mean_length", "loss/agent_0", "kl"} <= set(_rows(full.run_dir)[0])
+    part = train(_cfg(3), out=tmp_path / "part")
+    resumed = train(_cfg(6), resume=part.run_dir)
+    assert _rows(resumed.run_dir) == _rows(full.run_dir)
+    for a, b in zip(full.trainer.agents, resumed.trainer.agents):
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.equal(p, q)
+    assert resumed.summary["eval_reward_after"] == full.summary["eval_reward_after"]
+
+
+def test_divergence_names_the_last_checkpoint(tmp_path, monkeypatch):
+    from auxfn.magrpo.trainer import MAGRPOTrainer
+
+    real = MAGRPOTrainer.step
+
+    def step(self):
+        out = real(self)
+        return {**out, "reward": math.nan} if self.state["step"] == 4 else out
+
+    monkeypatch.setattr(MAGRPOTrainer, "step", step)
+    with pytest.raises(DivergedError, match="step_00000003"):
+        train(_cfg(6), out=tmp_path / "div")
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="'task'"):
+        TrainConfig(task="chess")
+    with pytest.raises(ConfigError, match="trainer.num_agents"):
+        TrainConfig(trainer=MAGRPOConfig(num_agents=3))
+
+
+def test_cli_is_light_and_reports_bad_input():
+    code = "import sys, auxfn.magrpo.cli as c; print(len(c.METHOD.commands), 'torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["3", "False", "False"], out.stderr
+    bad = subprocess.run([sys.executable, "-m", "auxfn", "magrpo", "train", "--trainer.num-generations", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "num_generations" in bad.stderr
