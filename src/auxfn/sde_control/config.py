@@ -69,6 +69,8 @@ class ControlConfig:
     """Maximum optimizer steps."""
     stop_at_zero: bool = True
     """Stop at the first step with zero violations on the training states."""
+    stop_loss: float = 0.0
+    """Also stop once the loss is <= this (the official ES-ICNN script stops at 1e-3; 0 = only at zero violation)."""
     dtype: str = "float32"
     """Training dtype: float32 or float64 (simulation is always float64)."""
     seed: int = 0
@@ -127,6 +129,7 @@ class ControlConfig:
         check_range("n_samples", self.n_samples, 1)
         check_range("batch_size", self.batch_size, 0)
         check_positive("lr", self.lr)
+        check_range("stop_loss", self.stop_loss, 0)
         check_range("max_iters", self.max_iters, 1)
         check_choice("dtype", self.dtype, ("float32", "float64"))
         check_range("seed", self.seed, 0)
@@ -156,7 +159,7 @@ def _c(**kw) -> ControlConfig:
 _PAPER: dict[tuple[str, str], ControlConfig] = {
     ("harmonic", "as"): _c(system="harmonic", method="as", n_samples=500, hidden=(6, 6), alpha=0.75, lr=0.05, max_iters=200, eval_T=4.0, eval_dt=1e-4, eps=0.05),
     ("harmonic", "es-icnn"): _c(system="harmonic", method="es-icnn", n_samples=500, hidden=(6, 6), lyap_hidden=(6, 6, 1),
-                                b=2.1, lr=0.1, max_iters=200, eval_T=4.0, eval_dt=1e-4, eps=0.05, seed=10),
+                                b=2.1, lr=0.1, max_iters=200, stop_loss=1e-3, eval_T=4.0, eval_dt=1e-4, eps=0.05, seed=10),
     ("harmonic", "es-quad"): _c(system="harmonic", method="es-quad", controller="linear", n_samples=500, lyap_hidden=(6,),
                                 quad_l=0.01, b=2.1, lr=0.03, max_iters=200, eval_T=4.0, eval_dt=1e-4, eps=0.05, seed=10),
     ("harmonic", "es-linear"): _c(system="harmonic", method="es-linear", controller="linear", n_samples=500, b=2.1,

@@ -209,6 +209,8 @@ def _train(cfg, *, out, resume, quiet, system, evaluate) -> ControlResult:
                 zero = cfg.stop_at_zero and float(losses["violation_rate"]) == 0.0
                 if zero and xb is not x_train:  # a clean batch: confirm on every training state
                     zero = bool((residual(cfg, sde, V, x_train).detach() <= 0).all())
+                if cfg.stop_loss > 0 and float(total) <= cfg.stop_loss:
+                    zero = True
                 if not zero:
                     opt.zero_grad(set_to_none=True)
                     total.backward()
@@ -241,17 +243,21 @@ def _train(cfg, *, out, resume, quiet, system, evaluate) -> ControlResult:
             bar.close()
         checkpoint(step)
 
+        if not history:  # a resumed run that had already finished: its last logged row
+            history = [r for r in run.metrics() if "loss/total" in r][-1:]
         summary: dict[str, Any] = {
             "system": base.name,
             "method": cfg.method,
             "iters": step,
-            "iters_to_zero": state["iters_to_zero"],
-            "reached_zero": bool(state["stopped"]),
+            "stopped_early": bool(state["stopped"]),
+            "iters_to_stop": state["iters_to_zero"],
+            "reached_zero": bool(history and history[-1]["loss/violation_rate"] == 0.0),
             "train_time_s": state["train_time"],
             "final_loss": history[-1]["loss/total"] if history else None,
             "final_violation_rate_train": history[-1]["loss/violation_rate"] if history else None,
             "n_train": int(x_train.shape[0]),
         }
+        summary["iters_to_zero"] = summary["iters_to_stop"] if summary["reached_zero"] else None
         if cfg.certify_samples:
             summary["heldout_violation_rate"] = certify(cfg, sde, V, cfg.certify_samples, seed=cfg.seed + 777)
         figures: list[Path] = []
