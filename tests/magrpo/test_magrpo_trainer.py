@@ -184,3 +184,34 @@ def test_learning_on_length_ratio(tok):
     tr = MAGRPOTrainer(agents, cfg, t.train, t.reward, t.formatters, processing_class=tok)
     r = [h["reward"] for h in tr.train()]
     assert np.mean(r[-20:]) - np.mean(r[:20]) > 0.15, (np.mean(r[:20]), np.mean(r[-20:]))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_lora_agents_and_shared_base(tok, tmp_path, shared):
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    t = get_task("length-ratio")
+    n_models = 1 if shared else 2
+    agents = [tiny_causal_lm(tok, hidden_size=32, seed=i) for i in range(n_models)]
+    base_sum = sum(q.detach().double().sum().item() for q in agents[0].parameters())
+    cfg = MAGRPOConfig(num_generations=4, max_completion_length=6, learning_rate=1e-2, max_steps=1, share_base_model=shared, beta=0.05)
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    tr = MAGRPOTrainer(agents * (2 if shared else 1), cfg, t.train, t.reward, t.formatters, processing_class=tok, peft_config=lora)
+    snap = [[q.detach().clone() for q in tr._trainable(i)] for i in range(2)]
+    assert all(len(s) == 8 for s in snap)  # 2 layers x (q, v) x (A, B)
+    tr._update_agent(0, {"p": [torch.tensor([5, 6])], "c": [torch.tensor([7, 2])], "a": [1.0]})
+    assert any(not torch.equal(a, b) for a, b in zip(snap[0], tr._trainable(0)))  # agent 0's adapter moved
+    assert all(torch.equal(a, b) for a, b in zip(snap[1], tr._trainable(1)))  # agent 1's did not
+    m = tr.step()
+    base = [q for n, q in tr.agents[0].named_parameters() if "lora_" not in n]
+    assert sum(q.detach().double().sum().item() for q in base) == pytest.approx(base_sum, abs=1e-9)  # base frozen
+    assert np.isfinite(m["kl"]) and m["kl"] >= 0
+    paths = tr.save_model(tmp_path)
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        outs = [AutoModelForCausalLM.from_pretrained(p)(ids).logits for p in paths]
+        live = [tr.agent(i).eval()(ids).logits for i in range(2)]
+    for o, l in zip(outs, live):
+        torch.testing.assert_close(o, l, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(outs[0], outs[1])  # two different agents

@@ -62,6 +62,8 @@ class MAGRPOConfig:
     """sequence_sum (paper), sequence_mean (GRPO) or token_mean."""
     termination_threshold: float | None = None
     """Stop expanding a node whose mean reward exceeds this (None = never)."""
+    share_base_model: bool = False
+    """With a peft_config: one base model, one LoRA adapter per agent (else one model each)."""
     prompts_per_step: int = 1
     """Dataset items per optimizer step (paper: 1)."""
     max_steps: int = 100

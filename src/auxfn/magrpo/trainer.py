@@ -105,16 +105,28 @@ class MAGRPOTrainer:
         agents = list(agents)
         if len(agents) != N:
             raise ValueError(f"got {len(agents)} agents for num_agents={N}")
+        self.shared = args.share_base_model
+        if self.shared:
+            if peft_config is None:
+                raise ValueError("share_base_model=True needs a peft_config (one adapter per agent on one base model)")
+            agents = agents[:1]  # every agent is an adapter on this one model
         if any(isinstance(a, str) for a in agents):
             from transformers import AutoModelForCausalLM
 
             agents = [AutoModelForCausalLM.from_pretrained(a) if isinstance(a, str) else a for a in agents]
-        if len({id(a) for a in agents}) != N:
+        if len({id(a) for a in agents}) != len(agents):
             raise ValueError("agents must be distinct model objects (pass copies, not the same model twice)")
         if peft_config is not None:
             from peft import get_peft_model
 
-            agents = [get_peft_model(a, copy.deepcopy(peft_config)) for a in agents]
+            if self.shared:
+                base = get_peft_model(agents[0], copy.deepcopy(peft_config), adapter_name="agent_0")
+                for i in range(1, N):
+                    base.add_adapter(f"agent_{i}", copy.deepcopy(peft_config))
+                agents = [base] * N
+            else:
+                agents = [get_peft_model(a, copy.deepcopy(peft_config)) for a in agents]
+        self.peft = peft_config is not None
         self.device = torch.device(device) if device is not None else next(agents[0].parameters()).device
         self.agents = [a.to(self.device) for a in agents]
         formatters = [formatters] * N if callable(formatters) else list(formatters)
@@ -142,8 +154,7 @@ class MAGRPOTrainer:
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self.optimizers = [
-            torch.optim.AdamW([p for p in a.parameters() if p.requires_grad], lr=args.learning_rate, weight_decay=args.weight_decay)
-            for a in self.agents
+            torch.optim.AdamW(self._trainable(i), lr=args.learning_rate, weight_decay=args.weight_decay) for i in range(N)
         ]
         self.ref_models: list[Any] = []
         if args.beta > 0:
@@ -152,6 +163,18 @@ class MAGRPOTrainer:
                 self.ref_models = [copy.deepcopy(a).eval().requires_grad_(False) for a in self.agents]
         self.state = {"step": 0, "cursor": 0}
         self.log_history: list[dict[str, float]] = []
+
+    def _trainable(self, i: int) -> list[torch.nn.Parameter]:
+        if self.shared:  # only agent i's adapter weights
+            return [p for n, p in self.agents[i].named_parameters() if f".agent_{i}." in n]
+        return [p for p in self.agents[i].parameters() if p.requires_grad]
+
+    def agent(self, i: int) -> Any:
+        """Agent i's model, with its adapter active when the agents share one base model."""
+        model = self.agents[i]
+        if self.shared:
+            model.set_adapter(f"agent_{i}")
+        return model
 
     # ------------------------------------------------------------------ sampling and rewards
     def _transition(self, item: Mapping[str, Any], joint: list[str], ph: list[list[str]], rh: list[list[str]]) -> list[str]:
@@ -174,8 +197,8 @@ class MAGRPOTrainer:
 
         def sample(cur: list[str], turn: int):
             texts, extra = [], {"prompt_ids": [], "completion_ids": []}
-            for i, (agent, tok) in enumerate(zip(self.agents, self.tokenizers)):
-                t, p_ids, c_ids = generate_group(agent, tok, cur[i], cfg.num_generations, cfg)
+            for i, tok in enumerate(self.tokenizers):
+                t, p_ids, c_ids = generate_group(self.agent(i), tok, cur[i], cfg.num_generations, cfg)
                 texts.append(t)
                 extra["prompt_ids"].append(p_ids)
                 extra["completion_ids"].append(c_ids)
@@ -248,7 +271,7 @@ class MAGRPOTrainer:
 
     def _update_agent(self, i: int, data: dict[str, list]) -> dict[str, float]:
         cfg = self.args
-        model, opt = self.agents[i], self.optimizers[i]
+        model, opt = self.agent(i), self.optimizers[i]
         pad = self.tokenizers[i].pad_token_id
         p_ids, p_mask, c_ids, c_mask = (t.to(self.device) for t in _pad_batch(data["p"], data["c"], pad))
         adv = torch.tensor(data["a"], dtype=torch.float32, device=self.device)
@@ -315,7 +338,7 @@ class MAGRPOTrainer:
             ph = [[] for _ in cur]
             rh = [[] for _ in cur]
             for turn in range(cfg.num_turns):
-                comps = [generate_group(a, t, cur[i], n, cfg, greedy=greedy)[0] for i, (a, t) in enumerate(zip(self.agents, self.tokenizers))]
+                comps = [generate_group(self.agent(i), t, cur[i], n, cfg, greedy=greedy)[0] for i, t in enumerate(self.tokenizers)]
                 total, parts = combine_rewards(self.reward_specs, [[p] * n for p in cur], comps, item)
                 per_turn.setdefault(turn, []).extend(total.tolist())
                 for k, v in parts.items():
@@ -333,12 +356,24 @@ class MAGRPOTrainer:
         return out
 
     def save_model(self, output_dir: str | Path) -> list[Path]:
-        """Write ``agent_<i>/`` (``save_pretrained`` + tokenizer) per agent; returns the folders."""
+        """Write ``agent_<i>/`` (``save_pretrained`` + tokenizer) per agent; returns the folders.
+
+        Every folder loads with ``AutoModelForCausalLM.from_pretrained``: LoRA agents are
+        saved merged into (a copy of) their base weights.
+        """
         out = Path(output_dir)
         paths = []
-        for i, (a, t) in enumerate(zip(self.agents, self.tokenizers)):
+        for i, t in enumerate(self.tokenizers):
             p = out / f"agent_{i}"
-            a.save_pretrained(p)
+            model = self.agent(i)
+            if self.peft:
+                model = copy.deepcopy(model)
+                if self.shared:
+                    for j in range(len(self.agents)):
+                        if j != i:
+                            model.delete_adapter(f"agent_{j}")
+                model = model.merge_and_unload()
+            model.save_pretrained(p)
             t.save_pretrained(p)
             paths.append(p)
         return paths
