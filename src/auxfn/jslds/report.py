@@ -1,0 +1,141 @@
+"""Analysis of a trained model: fixed points, spectra, relative errors and figures.
+
+``analyze_model`` is what ``auxfn jslds analyze RUN_DIR`` and the demo run: on a held-out batch it
+measures the JSLDS's relative error to its RNN, the fixed-point loss of the expansion points,
+refines expansion points into numerical fixed points of F, runs the standard
+nearest-fixed-point linearisation of the RNN (one-step-ahead and free-running), and draws the
+spectra and readout-space figures.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from auxfn.jslds.analysis import find_fixed_points, nearest_fixed_point_linearization, relative_error
+from auxfn.jslds.model import JSLDS
+from auxfn.jslds.tasks import FlipFlopTask
+
+__all__ = ["analyze_model"]
+
+
+def _x_star_rows(model: JSLDS, x: torch.Tensor) -> torch.Tensor:
+    """The distinct input expansion points used on inputs ``x: (B, T, u)``."""
+    return torch.unique(model.x_star(x).reshape(-1, x.shape[-1]), dim=0)
+
+
+@torch.no_grad()
+def _expansion_fp_loss(model: JSLDS, e: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    return ((model.cell(e, xs) - e) ** 2).mean(-1)
+
+
+def analyze_model(model: JSLDS, task, out_dir: str | Path, *, batch_size: int = 64, seed: int = 54321,
+                  n_candidates: int = 256, fp_iters: int = 2000, fp_lr: float = 0.01, q_tol: float = 1e-9,
+                  jslds: bool = True, figures: bool = True) -> tuple[dict[str, Any], list[Path]]:
+    """Metrics (``analysis/*``) and figure paths for ``model`` on ``task``.
+
+    With ``jslds=False`` (a plain RNN) only the RNN's fixed points and its nearest-fixed-point
+    linearisation are computed; candidates are then RNN states instead of expansion points.
+    """
+    from auxfn.core.seeding import make_generator
+
+    out_dir = Path(out_dir)
+    g = make_generator(seed)
+    x, y, mask = task.sample(batch_size, g)
+    model.eval()
+    with torch.no_grad():
+        tr = model(x, run_jslds=jslds)
+    B, T, n = tr.h.shape
+    h0 = model.initial_state(B).detach()
+    metrics: dict[str, Any] = {}
+    if jslds:
+        metrics["analysis/relative_error_jslds"] = relative_error(tr.a, tr.h).item()
+        xs_all = model.x_star(x)
+        fpl = _expansion_fp_loss(model, tr.e.reshape(-1, n), xs_all.reshape(-1, x.shape[-1]))
+        metrics["analysis/expansion_fp_loss_mean"] = fpl.mean().item()
+        metrics["analysis/expansion_fp_loss_log10_median"] = fpl.clamp_min(1e-30).log10().median().item()
+    # candidates: expansion points (co-trained) or RNN states (standard), per input expansion point
+    pool = (tr.e if jslds else tr.h).reshape(-1, n)
+    pool_xs = model.x_star(x).reshape(-1, x.shape[-1])
+    idx = torch.randperm(pool.shape[0], generator=g)[:n_candidates]
+    t0 = time.perf_counter()
+    fps = find_fixed_points(model.cell, pool[idx], pool_xs[idx], lr=fp_lr, max_iters=fp_iters, q_tol=q_tol,
+                            unique_tol=1e-3, eigenvectors=False)
+    metrics["analysis/fixed_point_seconds"] = time.perf_counter() - t0
+    metrics["analysis/n_fixed_points"] = len(fps)
+    if len(fps):
+        metrics["analysis/n_stable_fixed_points"] = int(fps.is_stable.sum())
+        for mode in ("one_step", "free"):
+            try:
+                approx = nearest_fixed_point_linearization(fps, tr.h, x, h0, model.x_star, mode=mode)
+                metrics[f"analysis/relative_error_nearest_fp_{mode}"] = relative_error(approx, tr.h).item()
+            except ValueError as err:  # no fixed point for some x*
+                metrics[f"analysis/relative_error_nearest_fp_{mode}"] = None
+                metrics["analysis/note"] = str(err)
+    paths: list[Path] = []
+    if figures:
+        paths = _figures(model, task, tr, fps, x, out_dir, jslds)
+    return metrics, paths
+
+
+def _figures(model, task, tr, fps, x, out_dir: Path, jslds: bool) -> list[Path]:
+    from auxfn.core.plotting import plt, save_figure, subplots
+
+    paths = []
+    W = model.readout.weight.detach()
+    b = model.readout.bias.detach()
+    # spectra along one trial: eigenvalues of J_h at the expansion points (or RNN states)
+    pts = (tr.e if jslds else tr.h)[0]
+    xs = model.x_star(x[0])
+    jh, _ = model.linear_system(pts, xs)
+    ev = torch.linalg.eigvals(jh.double())
+    fig, ax = subplots(width=4, height=4)
+    th = torch.linspace(0, 2 * torch.pi, 200)
+    ax.plot(th.cos(), th.sin(), color="0.5", lw=1)
+    sc = ax.scatter(ev.real.flatten(), ev.imag.flatten(), s=6, c=torch.arange(ev.shape[0]).repeat_interleave(ev.shape[1]), cmap="viridis")
+    fig.colorbar(sc, ax=ax, label="time step")
+    ax.set(xlabel="Re λ", ylabel="Im λ", title="J_h spectra along a trial", aspect="equal")
+    paths.append(save_figure(fig, out_dir, "spectra"))
+    if fps is not None and fps.eigvals is not None and len(fps):
+        fig, ax = subplots(width=4, height=4)
+        ax.plot(th.cos(), th.sin(), color="0.5", lw=1)
+        ax.scatter(fps.eigvals.real.flatten(), fps.eigvals.imag.flatten(), s=4, alpha=0.5)
+        ax.set(xlabel="Re λ", ylabel="Im λ", title=f"spectra at {len(fps)} fixed points", aspect="equal")
+        paths.append(save_figure(fig, out_dir, "fixed_point_spectra"))
+    # readout space: trajectories, expansion points and fixed points
+    proj = lambda s: (s @ W.T + b).cpu()  # noqa: E731
+    if W.shape[0] >= 3:
+        fig = plt.figure(figsize=(5, 5))
+        ax = fig.add_subplot(projection="3d")
+        for i in range(min(4, tr.h.shape[0])):
+            p = proj(tr.h[i])
+            ax.plot(p[:, 0], p[:, 1], p[:, 2], color="0.6", lw=0.8)
+        if jslds:
+            pe = proj(tr.e.reshape(-1, tr.e.shape[-1]))
+            ax.scatter(pe[:, 0], pe[:, 1], pe[:, 2], s=3, alpha=0.3, label="expansion points")
+        if len(fps):
+            pf = proj(fps.points)
+            ax.scatter(pf[:, 0], pf[:, 1], pf[:, 2], s=12, marker="x", color="k", label="fixed points")
+        ax.set(xlabel="out 0", ylabel="out 1", zlabel="out 2")
+        ax.legend(fontsize=8)
+        ax.set_title("readout space")
+        paths.append(save_figure(fig, out_dir, "readout_space"))
+    if jslds:
+        fig, axes = subplots(1, 2, width=4.2)
+        t = torch.arange(1, tr.h.shape[1] + 1)
+        axes[0].plot(t, tr.y_rnn[0, :, 0].cpu(), label="RNN")
+        axes[0].plot(t, tr.y_jslds[0, :, 0].cpu(), "--", label="JSLDS")
+        axes[0].set(xlabel="time step", ylabel="readout 0", title="RNN vs JSLDS")
+        axes[0].legend()
+        err = ((tr.h - tr.a).norm(dim=-1) / tr.h.norm(dim=-1)).mean(0).cpu()
+        axes[1].plot(t, err)
+        axes[1].set(xlabel="time step", ylabel="||h - a|| / ||h||", title="relative error per step")
+        paths.append(save_figure(fig, out_dir, "rnn_vs_jslds"))
+    return paths
+
+
+def is_flipflop(task) -> bool:
+    return isinstance(task, FlipFlopTask)

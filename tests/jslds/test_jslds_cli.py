@@ -1,0 +1,47 @@
+"""The jslds CLI in-process: presets, train, eval, analyze, user errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from auxfn.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_cli_train_eval_analyze(tmp_path, capsys):
+    assert main(["jslds", "presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("quick-flipflop", "quick-context", "standard-flipflop", "standard-context", "paper-flipflop", "paper-context"):
+        assert name in out
+    run = tmp_path / "run"
+    code = main(["jslds", "train", "--preset", "quick-context", "--n-state", "8", "--steps", "20", "--batch-size", "8",
+                 "--eval-every", "20", "--checkpoint-every", "10", "--out", str(run), "--quiet"])
+    assert code == 0
+    cfg = json.loads((run / "config.json").read_text())["config"]
+    assert cfg["task"] == "context" and cfg["n_state"] == 8 and cfg["cell"] == "vanilla-tanh"
+    assert main(["jslds", "eval", str(run)]) == 0
+    ev = json.loads((run / "eval.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    assert ev["eval/mse_rnn"] == pytest.approx(summary["mse_rnn"], rel=1e-6)
+    assert main(["jslds", "analyze", str(run)]) == 0
+    an = json.loads((run / "analysis.json").read_text())
+    assert 0 <= an["analysis/relative_error_jslds"] < 10
+    assert "Analysis" in (run / "report.md").read_text()
+    assert (run / "figures" / "spectra.png").is_file()
+
+
+def test_cli_user_errors(tmp_path, capsys):
+    assert main(["jslds", "train", "--n-state", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "n_state" in capsys.readouterr().err
+    assert main(["jslds", "eval", str(tmp_path / "missing")]) == 2
+    assert main(["jslds", "train", "--preset", "nope"]) == 2
