@@ -232,11 +232,13 @@ def _train(cfg, *, out, resume, quiet, system, evaluate) -> ControlResult:
                 if cfg.falsifier_every and step % cfg.falsifier_every == 0:
                     from auxfn.sde_control.falsifier import falsify
 
+                    tf = time.perf_counter()
                     found = falsify(cfg, sde, V, seed=cfg.seed + 1000 + step)
+                    state["falsifier_time"] = state.get("falsifier_time", 0.0) + time.perf_counter() - tf
                     if found.shape[0]:
                         x_train = torch.cat([x_train, found.to(dtype)])
                         state["extra"] = state["extra"] + found.tolist()
-                    run.log(step, {"falsifier/found": int(found.shape[0])})
+                    run.log(step, {"falsifier/found": int(found.shape[0]), "time/falsifier": state["falsifier_time"]})
                 if step % cfg.checkpoint_every == 0:
                     checkpoint(step)
         finally:
@@ -256,6 +258,7 @@ def _train(cfg, *, out, resume, quiet, system, evaluate) -> ControlResult:
             "final_loss": history[-1]["loss/total"] if history else None,
             "final_violation_rate_train": history[-1]["loss/violation_rate"] if history else None,
             "n_train": int(x_train.shape[0]),
+            "falsifier_time_s": state.get("falsifier_time", 0.0),
         }
         summary["iters_to_zero"] = summary["iters_to_stop"] if summary["reached_zero"] else None
         if cfg.certify_samples:
