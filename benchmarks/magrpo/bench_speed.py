@@ -1,0 +1,154 @@
+"""Seconds per MAGRPO training step: our batched trainer vs a per-sequence implementation.
+
+The per-sequence variant is written here only, in the style of the reference library:
+one ``generate`` per agent with ``num_return_sequences=G``, then one forward pass per
+completion on prompt + completion (tokens after EOS included, as the library does), one
+backward per completion, one AdamW step per agent. Same models, same settings: 2 agents,
+G = 4, aligned, single turn, a constant reward (so both variants do identical work).
+
+Each (variant, size) runs in its own subprocess so the peak resident memory (ru_maxrss)
+is its own. Prints a table and writes results.json + results.md next to this file
+(under results/).
+
+    python benchmarks/magrpo/bench_speed.py [--steps 8] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SIZES = {
+    # name: (hidden, layers, heads, new tokens)
+    "gpt2-w64-l2 / 32 tok": (64, 2, 2, 32),
+    "gpt2-w256-l12 (~9.5M) / 128 tok": (256, 12, 4, 128),
+}
+
+
+PHASES = {"generate": 0.0, "update": 0.0}
+
+
+def _per_sequence_step(agents, opts, tok, prompts, G, new_tokens):
+    import torch
+
+    for agent, opt, prompt in zip(agents, opts, prompts):
+        enc = tok([prompt], return_tensors="pt")
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = agent.generate(**enc, do_sample=True, max_new_tokens=new_tokens, num_return_sequences=G, top_k=None,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, temperature=0.7, top_p=0.9)
+        t1 = time.perf_counter()
+        PHASES["generate"] += t1 - t0
+        P = enc["input_ids"].shape[1]
+        adv = torch.randn(G)  # stands in for the group advantages: the cost does not depend on values
+        opt.zero_grad()
+        for g in range(G):
+            seq = out[g : g + 1]
+            logits = agent(seq[:, :-1]).logits[:, P - 1 :]
+            logp = torch.log_softmax(logits, -1).gather(-1, seq[:, P:].unsqueeze(-1)).sum()
+            (-adv[g] * logp / G).backward()
+        opt.step()
+        PHASES["update"] += time.perf_counter() - t1
+
+
+def run_one(variant: str, size: str, steps: int, device: str) -> dict:
+    import torch
+
+    from auxfn.core.seeding import seed_everything
+    from auxfn.magrpo.config import MAGRPOConfig
+    from auxfn.magrpo.testing import char_tokenizer, tiny_causal_lm
+    from auxfn.magrpo.trainer import MAGRPOTrainer
+
+    torch.set_num_threads(1)
+    seed_everything(0)
+    hidden, layers, heads, new_tokens = SIZES[size]
+    tok = char_tokenizer()
+    agents = [tiny_causal_lm(tok, arch="gpt2", hidden_size=hidden, num_layers=layers, num_heads=heads, seed=i).to(device) for i in range(2)]
+    n_params = sum(p.numel() for p in agents[0].parameters())
+    # suppress EOS so every completion has exactly new_tokens tokens in both variants
+    for a in agents:
+        a.generation_config.suppress_tokens = [tok.eos_token_id]
+    prompts = ["short note on cats:", "long note on cats:"]
+    data = [{"x": 0}]
+    if variant == "ours":
+        cfg = MAGRPOConfig(num_generations=4, max_completion_length=new_tokens, learning_rate=1e-4, max_steps=10**6)
+        tr = MAGRPOTrainer(agents, cfg, data, lambda a, b: [float(len(x)) for x in a], [lambda _: prompts[0], lambda _: prompts[1]], processing_class=tok)
+        step = tr.step
+        from auxfn.magrpo import trainer as trainer_mod
+
+        real_gen, real_upd = trainer_mod.generate_group, tr._update_agent
+
+        def gen(*a, **k):
+            t0 = time.perf_counter()
+            out = real_gen(*a, **k)
+            PHASES["generate"] += time.perf_counter() - t0
+            return out
+
+        def upd(*a, **k):
+            t0 = time.perf_counter()
+            out = real_upd(*a, **k)
+            PHASES["update"] += time.perf_counter() - t0
+            return out
+
+        trainer_mod.generate_group, tr._update_agent = gen, upd
+    else:
+        opts = [torch.optim.AdamW(a.parameters(), lr=1e-4) for a in agents]
+        step = lambda: _per_sequence_step(agents, opts, tok, prompts, 4, new_tokens)  # noqa: E731
+    step()  # warm-up
+    PHASES.update(generate=0.0, update=0.0)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    sec = (time.perf_counter() - t0) / steps
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"variant": variant, "size": size, "params": n_params, "new_tokens": new_tokens, "seconds_per_step": sec,
+            "generate_s_per_step": PHASES["generate"] / steps, "update_s_per_step": PHASES["update"] / steps,
+            "peak_memory_mib": peak, "memory_kind": "cuda max allocated" if device.startswith("cuda") else "process max RSS"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--one", nargs=2, metavar=("VARIANT", "SIZE"))
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one[0], args.one[1], args.steps, args.device)))
+        return
+    rows = []
+    for size in SIZES:
+        for variant in ("ours", "per-sequence"):
+            out = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--device", args.device, "--one", variant, size],
+                                 capture_output=True, text=True, check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            r = rows[-1]
+            print(f"{size:34s} {variant:13s} {r['seconds_per_step']:.3f} s/step (generate {r['generate_s_per_step']:.3f}, "
+                  f"update {r['update_s_per_step']:.3f})  peak {r['peak_memory_mib']:.0f} MiB", flush=True)
+    lines = ["| model / new tokens | params | s/step ours / per-seq | speed-up (step) | update s ours / per-seq | speed-up (update) | generate s ours / per-seq | peak MiB ours / per-seq |",
+             "|---|---|---|---|---|---|---|---|"]
+    for size in SIZES:
+        o, p = [r for r in rows if r["size"] == size]
+        lines.append(f"| {size} | {o['params']:,} | {o['seconds_per_step']:.3f} / {p['seconds_per_step']:.3f} | "
+                     f"{p['seconds_per_step'] / o['seconds_per_step']:.2f}x | {o['update_s_per_step']:.3f} / {p['update_s_per_step']:.3f} | "
+                     f"{p['update_s_per_step'] / o['update_s_per_step']:.2f}x | {o['generate_s_per_step']:.3f} / {p['generate_s_per_step']:.3f} | "
+                     f"{o['peak_memory_mib']:.0f} / {p['peak_memory_mib']:.0f} |")
+    table = "\n".join(lines)
+    print(table)
+    out_dir = Path(__file__).parent / "results"
+    out_dir.mkdir(exist_ok=True)
+    meta = {"device": args.device, "steps": args.steps, "agents": 2, "G": 4, "threads": 1}
+    (out_dir / "speed_results.json").write_text(json.dumps({"settings": meta, "rows": rows}, indent=2) + "\n")
+    (out_dir / "speed_results.md").write_text(f"# MAGRPO step time\n\nSettings: {json.dumps(meta)}\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
