@@ -10,8 +10,7 @@ largest bisimulation of the MDP (``auxfn.jepa.bisim``):
    (the theorem predicts none). ``s`` is the RMS latent norm (``scale="rms"``, default)
    or the median pairwise distance (``"median"``); see :func:`latent_audit`;
 3. clusters: the number k of k-means clusters with the best silhouette (k from 2 to
-   2 · n_classes), or 1 when all renders lie within ``tau · s`` of each other (a
-   collapsed cloud); and the number of classes left separated (components of the
+   2 · n_classes), or 1 when no k reaches a silhouette of 0.25; and the number of classes left separated (components of the
    class graph whose edges are the collapsed pairs);
 4. healthy-collapse index: mean intra-class spread / mean inter-centroid distance;
 5. nearest-centroid accuracy on held-out renders (centroids from one set of renders,
@@ -84,9 +83,10 @@ def silhouette(z: np.ndarray, labels: np.ndarray, dist: np.ndarray | None = None
 
 
 def count_clusters(z: np.ndarray, k_max: int, *, seed: int = 0, collapsed_below: float = 0.0) -> int:
-    """Clusters in z (N, d): 1 if every point is within ``collapsed_below`` of the first
-    (diameter test), else the k in 2..k_max whose k-means (scipy kmeans2, k-means++,
-    best of 3 restarts by inertia) has the best silhouette."""
+    """Clusters in z (N, d): the k in 2..k_max whose k-means (scipy kmeans2, k-means++,
+    best of 3 restarts by inertia) has the best mean silhouette; 1 when that silhouette
+    is below 0.25 (Kaufman & Rousseeuw's "no substantial structure") or when the
+    diameter of the cloud is at most ``collapsed_below``."""
     from scipy.cluster.vq import kmeans2
 
     z = np.asarray(z, dtype=np.float64)
@@ -105,7 +105,7 @@ def count_clusters(z: np.ndarray, k_max: int, *, seed: int = 0, collapsed_below:
         s = silhouette(z, lab, dist)
         if s > best_s:
             best_k, best_s = k, s
-    return int(best_k)
+    return int(best_k) if best_s >= 0.25 else 1
 
 
 def latent_audit(z: np.ndarray, states: np.ndarray, bisim: Bisimulation, *, tau: float = 1e-2, scale: str = "rms", n_worst: int = 5, seed: int = 0) -> dict[str, Any]:
