@@ -209,7 +209,7 @@ def _train(cfg, *, out, resume, quiet, system, evaluate) -> ControlResult:
                 zero = cfg.stop_at_zero and float(losses["violation_rate"]) == 0.0
                 if zero and xb is not x_train:  # a clean batch: confirm on every training state
                     zero = bool((residual(cfg, sde, V, x_train).detach() <= 0).all())
-                if cfg.stop_loss > 0 and float(total) <= cfg.stop_loss:
+                if cfg.stop_loss > 0 and float(total.detach()) <= cfg.stop_loss:
                     zero = True
                 if not zero:
                     opt.zero_grad(set_to_none=True)
