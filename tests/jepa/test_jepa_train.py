@@ -17,14 +17,14 @@ from auxfn.jepa.audit import audit
 from auxfn.jepa.envs import TabularMDP
 from auxfn.jepa.train import JEPAConfig, load_run, train
 
-TINY = JEPAConfig(steps=20, batch_size=32, hidden=64, latent_dim=8, log_every=5, checkpoint_every=10, audit_n_render=2)
+TINY = JEPAConfig(steps=20, batch_size=32, hidden=64, latent_dim=8, log_every=5, checkpoint_every=10, audit_n_render=2, figures=False)
 
 
 def test_joint_separates_classes_and_dyn_only_collapses(tmp_path):
     """Counting env, 16x16, slots: joint keeps >= 8 of 9 classes apart, dyn_only leaves < 3."""
     base = JEPAConfig(steps=300, batch_size=64, lr=3e-3, audit_n_render=4, log_every=100, checkpoint_every=1000)
     joint = train(base, out=tmp_path / "joint")
-    dyn = train(dataclasses.replace(base, mode="dyn_only", steps=600, batch_size=32), out=tmp_path / "dyn")
+    dyn = train(dataclasses.replace(base, mode="dyn_only", steps=600, batch_size=32, figures=False), out=tmp_path / "dyn")
     assert joint.report.n_classes == 9
     assert joint.report.n_separated_classes >= 8 and joint.report.n_collapsed_pairs <= 1
     assert dyn.report.n_separated_classes < 3 and dyn.report.n_collapsed_pairs >= 27  # of 36
@@ -112,7 +112,7 @@ def test_cli_train_and_audit(tmp_path, capsys):
     from auxfn.cli import main
 
     out = tmp_path / "cli"
-    code = main(["jepa", "train", "--steps", "10", "--batch-size", "16", "--hidden", "32", "--latent-dim", "4", "--audit-n-render", "2", "--env", "ring", "--ring-n", "5", "--out", str(out), "--quiet"])
+    code = main(["jepa", "train", "--steps", "10", "--batch-size", "16", "--hidden", "32", "--latent-dim", "4", "--audit-n-render", "2", "--no-figures", "--env", "ring", "--ring-n", "5", "--out", str(out), "--quiet"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["env"] == "ring" and summary["n_classes"] == 5

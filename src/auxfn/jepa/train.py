@@ -101,6 +101,8 @@ class JEPAConfig:
     """Steps between checkpoints."""
     audit_n_render: int = 16
     """Renders per state in the final audit."""
+    figures: bool = True
+    """Draw the audit and loss figures at the end (matplotlib takes about a second per figure on a busy CPU)."""
     device: str = "cpu"
     """cpu, cuda or auto."""
     threads: int = 1
@@ -235,7 +237,7 @@ def _optimizer(model: JEPAModel, cfg: JEPAConfig) -> torch.optim.Optimizer:
     ])
 
 
-_RESUME_MAY_CHANGE = ("steps", "log_every", "checkpoint_every", "audit_n_render", "device", "threads")
+_RESUME_MAY_CHANGE = ("steps", "log_every", "checkpoint_every", "audit_n_render", "figures", "device", "threads")
 
 
 def train(cfg: JEPAConfig, *, out: str | Path | None = None, resume: str | Path | None = None, quiet: bool = True) -> JEPAResult:
@@ -316,9 +318,9 @@ def _finish(run: Run, cfg: JEPAConfig, model: JEPAModel, core: TabularMDP, trans
     if seconds is not None:
         summary["time/train_s"] = seconds
     run.write_summary({**summary, "audit": report.to_dict()})
-    figures = audit_figures(report, run.figures_dir)
+    figures = audit_figures(report, run.figures_dir) if cfg.figures else []
     rows = run.metrics()
-    if rows:
+    if rows and cfg.figures:
         fig, ax = subplots()
         steps = [r["step"] for r in rows]
         for key in ("loss/dyn", "loss/aux", "loss/total"):
