@@ -64,7 +64,7 @@ def test_config_validation():
 def test_cli_is_light_and_reports_bad_input():
     code = "import sys, auxfn.magrpo.cli as c; print(len(c.METHOD.commands), 'torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.split() == ["3", "False", "False"], out.stderr
+    assert out.stdout.split() == ["4", "False", "False"], out.stderr
     bad = subprocess.run([sys.executable, "-m", "auxfn", "magrpo", "train", "--trainer.num-generations", "0"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "num_generations" in bad.stderr

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from auxfn.cli import presets_command, train_command
+from auxfn.cli import parse, presets_command, train_command
 from auxfn.core.errors import UserError
 from auxfn.core.registry import DemoContext, DemoResult, Method, Preset
 
@@ -90,6 +92,55 @@ def _eval_command(argv: list[str]) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class BaselinesArgs:
+    """Score the paper's inference baselines (naive, sequential, discussion, single) on a toy task."""
+
+    task: str = "length-ratio"
+    """length-ratio or coop-sum."""
+    run: Optional[Path] = None
+    """A finished run directory: its trained agents are scored too, and its task is used."""
+    items: int = 16
+    """Eval items."""
+    samples: int = 4
+    """Sampled joint actions per item."""
+    seed: int = 0
+    """Seed of the untrained agents and of sampling."""
+
+
+def _baselines_command(argv: list[str]) -> int:
+    args = parse(BaselinesArgs, argv, prog="auxfn magrpo baselines")
+    import dataclasses
+
+    from auxfn.core.seeding import seed_everything
+    from auxfn.magrpo.baselines import BASELINES, run_baseline
+    from auxfn.magrpo.train import TrainConfig, build
+
+    if args.run is not None:
+        from auxfn.core.config import from_dict
+        from auxfn.core.runs import Run
+
+        cfg = from_dict(TrainConfig, Run.open(args.run).metadata["config"])
+    else:
+        base = _presets()["quick"].config
+        cfg = dataclasses.replace(base, task=args.task, trainer=dataclasses.replace(base.trainer, seed=args.seed))
+    seed_everything(args.seed)
+    _, task, trainer = build(cfg)
+    items = task.eval[: args.items]
+    rows = [(f"untrained {b}", run_baseline(trainer, b, items, args.samples)) for b in BASELINES]
+    if args.run is not None:
+        from transformers import AutoModelForCausalLM
+
+        agents = [AutoModelForCausalLM.from_pretrained(Path(args.run) / "model" / f"agent_{i}") for i in range(2)]
+        _, _, trained = build(cfg, agents)
+        rows.append(("trained MAGRPO pair (naive combination)", run_baseline(trained, "naive", items, args.samples)))
+    width = max(len(r[0]) for r in rows)
+    print(f"task {cfg.task}, {len(items)} items x {args.samples} samples, mean joint reward (max {task.max_reward:g})")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value:.4f}")
+    return 0
+
+
 def _demo(ctx: DemoContext) -> DemoResult:
     from auxfn.magrpo.sandbox import SandboxLimits, run_python
     from auxfn.magrpo.train import TrainConfig, train
@@ -136,6 +187,7 @@ METHOD = Method(
     commands={
         "train": ("train two tiny agents on a toy task", train_command("magrpo", PRESETS, _train, default_preset="quick")),
         "eval": ("reload a run's agents and recompute its eval reward", _eval_command),
+        "baselines": ("score the inference baselines (and a trained run) on a toy task", _baselines_command),
         "presets": ("list presets", presets_command(PRESETS)),
     },
     demo=_demo,
