@@ -71,9 +71,13 @@ def test_finder_recovers_known_fixed_points_and_leaves_the_model_alone():
 
 def test_filters_drop_non_converged_outliers_and_duplicates():
     cell = DiagTanh()
-    init = torch.tensor([[0.9, 0.1], [0.95, 0.0], [0.96, 0.01]], dtype=torch.float64)
-    few = find_fixed_points(cell, init, torch.zeros(1, dtype=torch.float64), max_iters=2, q_tol=1e-12)
+    init = torch.tensor([[0.5, 0.3], [0.7, -0.2], [0.6, 0.1]], dtype=torch.float64)
+    few = find_fixed_points(cell, init, torch.zeros(1, dtype=torch.float64), max_iters=2, q_tol=1e-12, newton_steps=0)
     assert len(few) == 0  # two Adam steps are not enough to converge
+    # ... but from near a fixed point, Newton refinement converges quadratically
+    near = torch.tensor([[0.9, 0.1], [0.95, 0.0], [0.96, 0.01]], dtype=torch.float64)
+    newton = find_fixed_points(cell, near, torch.zeros(1, dtype=torch.float64), max_iters=2, q_tol=1e-28, unique_tol=None)
+    assert len(newton) == 3 and (newton.points - torch.tensor([X_STAR, 0.0], dtype=torch.float64)).abs().max() < 1e-13
     many = find_fixed_points(cell, init, torch.zeros(1, dtype=torch.float64), lr=0.02, max_iters=3000, q_tol=1e-12, unique_tol=None)
     one = find_fixed_points(cell, init, torch.zeros(1, dtype=torch.float64), lr=0.02, max_iters=3000, q_tol=1e-12, unique_tol=1e-4)
     assert len(many) == 3 and len(one) == 1

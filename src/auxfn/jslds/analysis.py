@@ -126,6 +126,7 @@ def find_fixed_points(
     max_iters: int = 5000,
     tol_q: float = 1e-14,
     q_tol: float = 1e-9,
+    newton_steps: int = 5,
     noise_scale: float = 0.0,
     unique_tol: float | None = 1e-3,
     outlier_distance_scale: float | None = 10.0,
@@ -142,6 +143,9 @@ def find_fixed_points(
         lr, lr_decay, adam_eps: Adam on the states, learning rate ``lr * lr_decay^iter``.
         max_iters, tol_q: stop after ``max_iters`` or once every ``q < tol_q``.
         q_tol: keep points with ``q < q_tol``.
+        newton_steps: Newton refinements after Adam, ``h <- h + (I - J_h)^-1 (F(h) - h)``, each kept
+            only where it lowers q. Adam's steps stay of the order of its learning rate, so it stalls
+            at q ~ n lr^2 near a fixed point; Newton converges quadratically from there. 0 turns this off.
         noise_scale: Gaussian noise added to (a copy of) the initial states.
         unique_tol: merge points closer than this (2-norm over ``[h, x*]``); None keeps all.
         outlier_distance_scale: drop points farther from the initial states' centroid than this
@@ -177,6 +181,15 @@ def find_fixed_points(
     with torch.no_grad():
         pts = h.detach()
         q = 0.5 * ((F(pts) - pts) ** 2).sum(-1)
+        eye = torch.eye(n, dtype=dtype, device=pts.device)
+        for _ in range(newton_steps):
+            jh, _ = cell_jacobians(cell, pts, xs)
+            step, info = torch.linalg.solve_ex(eye - jh, (F(pts) - pts).unsqueeze(-1))
+            cand = pts + torch.nan_to_num(step.squeeze(-1), nan=0.0, posinf=0.0, neginf=0.0)
+            q_new = 0.5 * ((F(cand) - cand) ** 2).sum(-1)
+            better = (info == 0) & torch.isfinite(q_new) & (q_new < q)
+            pts = torch.where(better[:, None], cand, pts)
+            q = torch.where(better, q_new, q)
         keep = q < q_tol
         if outlier_distance_scale is not None:
             centroid = init.mean(0)
