@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=PRESETS["quick"].config.steps)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
-    base = dataclasses.replace(PRESETS["quick"].config, steps=args.steps)
+    base = dataclasses.replace(PRESETS["quick"].config, steps=args.steps, figures=False)
     t0 = time.perf_counter()
     run_grid(args.modes, args.seeds, args.envs, args.out, base=base)
     print(f"grid done in {time.perf_counter() - t0:.0f} s; tables: {args.out / 'results.md'}")

@@ -208,13 +208,22 @@ class AuditReport:
             **{f"probe {k}": f"{v:.3f} (chance {self.chance[k]:.3f})" for k, v in self.probes.items()},
         }
 
-    def markdown(self) -> str:
-        rows = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in self.headline().items()]
+    def details_markdown(self) -> str:
+        """The closest non-equivalent class pairs and the empirical-bisimulation check."""
+        rows = []
         worst = self.collapse["worst_pairs"]
         if worst:
-            rows += ["", "Closest non-equivalent class pairs:", "", "| classes | d_min / s | depth |", "|---|---|---|"]
+            rows += ["Closest non-equivalent class pairs:", "", "| classes | d_min / s | depth |", "|---|---|---|"]
             rows += [f"| {w['classes'][0]}, {w['classes'][1]} | {w['ratio']:.4g} | {w['depth']} |" for w in worst]
+        if self.empirical is not None:
+            e = self.empirical
+            rows += ["", f"Against the empirical bisimulation of the observed transitions: {e['n_collapsed_state_pairs']} of "
+                     f"{e['n_noneq_state_pairs']} non-equivalent state pairs collapsed."]
         return "\n".join(rows)
+
+    def markdown(self) -> str:
+        rows = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in self.headline().items()]
+        return "\n".join(rows) + "\n\n" + self.details_markdown()
 
 
 def _core(env: Any) -> TabularMDP:
@@ -345,6 +354,16 @@ def audit_figures(report: AuditReport, out_dir: str | Path, prefix: str = "") ->
     if report.n_classes <= 10:
         ax.legend(fontsize=7, markerscale=1.5, ncol=2)
     paths = [save_figure(fig, out_dir, f"{prefix}pca")]
+    try:  # t-SNE only where scikit-learn is installed (it is not a dependency)
+        from sklearn.manifold import TSNE
+    except ImportError:
+        TSNE = None
+    if TSNE is not None and len(z) > 10:
+        emb = TSNE(n_components=2, perplexity=min(30.0, (len(z) - 1) / 3), random_state=0).fit_transform(z)
+        fig, ax = subplots(width=4.6, height=3.8)
+        ax.scatter(emb[:, 0], emb[:, 1], s=8, c=cls, cmap="tab10" if report.n_classes <= 10 else "viridis")
+        ax.set(title="t-SNE of latents by bisimulation class")
+        paths.append(save_figure(fig, out_dir, f"{prefix}tsne"))
     dv = np.array(report.collapse["distance_vs_depth"], dtype=float).reshape(-1, 2)
     fig, ax = subplots()
     ax.scatter(dv[:, 0], np.maximum(dv[:, 1], 1e-6), s=14, color=COLORS[0])

@@ -87,7 +87,7 @@ def _ablation(argv: list[str]) -> int:
 
     args = parse(AblationArgs, argv, prog="auxfn jepa ablation")
     try:
-        base = dataclasses.replace(PRESETS["quick"].config, steps=args.steps)
+        base = dataclasses.replace(PRESETS["quick"].config, steps=args.steps, figures=False)
         run_grid(args.modes, args.seeds, args.envs, args.out, base=base)
     except ValueError as err:
         raise UserError(str(err)) from None

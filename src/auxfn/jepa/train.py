@@ -330,7 +330,7 @@ def _finish(run: Run, cfg: JEPAConfig, model: JEPAModel, core: TabularMDP, trans
         ax.set(xlabel="step", ylabel="loss", yscale="log", title=f"{cfg.mode} on {cfg.env}")
         ax.legend()
         figures.append(save_figure(fig, run, "losses"))
-    run.write_report(f"P-JEPA {cfg.mode} on {cfg.env}", report.headline(), sections=[("Audit", report.markdown())], figures=figures)
+    run.write_report(f"P-JEPA {cfg.mode} on {cfg.env}", report.headline(), sections=[("Audit", report.details_markdown())], figures=figures)
     return summary, report
 
 
