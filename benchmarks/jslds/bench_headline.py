@@ -25,7 +25,7 @@ import torch
 from auxfn.core.seeding import make_generator
 from auxfn.jslds.analysis import find_fixed_points, nearest_fixed_point_linearization, relative_error
 from auxfn.jslds.tasks import FlipFlopTask
-from auxfn.jslds.train import PRESETS, evaluate, train
+from auxfn.jslds.train import PRESETS, JSLDSResult, evaluate, load_run, train
 
 
 def held_out(model, task, batch, seed=777):
@@ -40,6 +40,17 @@ def mse(yhat, y, mask):
     return (((yhat - y) ** 2) * m).sum().item() / (m.sum().item() * y.shape[-1])
 
 
+def _trained(cfg, run_dir, out):
+    """Train ``cfg`` into ``out``, or load the finished run ``run_dir``; returns (result, seconds)."""
+    if run_dir is None:
+        t0 = time.perf_counter()
+        res = train(cfg, out=out)
+        return res, time.perf_counter() - t0
+    loaded_cfg, model, task = load_run(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return JSLDSResult(run_dir, summary, model, task, loaded_cfg), summary["seconds_per_step"] * loaded_cfg.steps
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--task", choices=["flipflop", "context"], default="flipflop")
@@ -50,6 +61,8 @@ def main() -> None:
     ap.add_argument("--fp-iters", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--jslds-run", type=Path, default=None, help="reuse a trained co-trained run instead of training")
+    ap.add_argument("--standard-run", type=Path, default=None, help="reuse a trained standard run instead of training")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = args.out or Path(__file__).parent / "results" / f"headline-{args.task}"
@@ -59,12 +72,9 @@ def main() -> None:
     jcfg = replace(jcfg, steps=max(1, int(jcfg.steps * args.steps_scale)), seed=args.seed, threads=args.threads)
     scfg = replace(scfg, steps=max(1, int(scfg.steps * args.steps_scale)), seed=args.seed, threads=args.threads)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    t0 = time.perf_counter()
-    jres = train(jcfg, out=out / f"run-jslds-{stamp}")
-    t_j = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sres = train(scfg, out=out / f"run-standard-{stamp}")
-    t_s = time.perf_counter() - t0
+    jres, t_j = _trained(jcfg, args.jslds_run, out / f"run-jslds-{stamp}")
+    sres, t_s = _trained(scfg, args.standard_run, out / f"run-standard-{stamp}")
+    jcfg, scfg = jres.config, sres.config
     task = jres.task
     flip = isinstance(task, FlipFlopTask)
 

@@ -244,3 +244,26 @@ def test_dimension_errors_are_clear():
         jslds_losses(tr, torch.zeros(2, 5, 2))
     with pytest.raises(ValueError, match="mask must be a boolean"):
         jslds_losses(tr, torch.zeros(2, 5, 3), torch.ones(2, 5))
+
+
+@pytest.mark.parametrize("cell_name", ["gru", "vanilla"])
+def test_projected_fast_path_equals_the_plain_cell_calls(cell_name):
+    """JSLDS.forward's input-projected path gives the same trajectories as per-step cell calls."""
+    model = _small_model(torch.float64, cell=cell_name)
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(3, 6, 2, generator=g, dtype=torch.float64)
+    fast = model(x)
+
+    class Plain(nn.Module):  # the same cell without the projected form
+        def __init__(self, c):
+            super().__init__()
+            self.c, self.n_state, self.n_input = c, c.n_state, c.n_input
+
+        def forward(self, h, x):
+            return self.c(h, x)
+
+    slow_model = JSLDS(Plain(model.cell), model.expansion, n_out=2, x_star=model.x_star_const).double()
+    slow_model.readout, slow_model.h0 = model.readout, model.h0
+    slow = slow_model(x)
+    for f in ("h", "a", "e", "F_e", "y_rnn", "y_jslds"):
+        torch.testing.assert_close(getattr(fast, f), getattr(slow, f), rtol=1e-12, atol=1e-12)

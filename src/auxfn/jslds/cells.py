@@ -77,6 +77,19 @@ class VanillaRNNCell(nn.Module):
     def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self._act(torch.addmm(self.b, h, self.w_h) + x @ self.w_x)
 
+    # Input-projected form: px = x W_x is linear in x, so a whole sequence (and its tangent) is
+    # projected with one matmul instead of one per step (see JSLDS.forward).
+    def project_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.w_x
+
+    def forward_px(self, h: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
+        return self._act(torch.addmm(self.b, h, self.w_h) + px)
+
+    def jvp_px(self, h, px, dh, dpx):
+        z = torch.addmm(self.b, h, self.w_h) + px
+        f = self._act(z)
+        return f, self._slope(z, f) * (dh @ self.w_h + dpx)
+
     def _slope(self, z: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         return 1 - f * f if self.nonlinearity == "tanh" else (z > 0).to(f.dtype)
 
@@ -128,7 +141,10 @@ class GRUCell(nn.Module):
         self.b_c = nn.Parameter(torch.zeros(n))
 
     def _gates(self, h, x):
-        pre = torch.addmm(self.b_rz, h, self.w_rz_h) + x @ self.w_rz_x
+        return self._gates_px(h, x @ self.w_rz_x)
+
+    def _gates_px(self, h, px_rz):
+        pre = torch.addmm(self.b_rz, h, self.w_rz_h) + px_rz
         if self.gate_bias:
             pre = pre + torch.cat([pre.new_zeros(self.n_state), pre.new_full((self.n_state,), self.gate_bias)])
         rz = torch.sigmoid(pre)
@@ -150,6 +166,28 @@ class GRUCell(nn.Module):
         dc = (1 - c * c) * ((dr * h + r * dh) @ self.w_c_h + dx @ self.w_c_x)
         f = c + z * (h - c)
         return f, dz * (h - c) + z * dh + (1 - z) * dc
+
+    # Input-projected form: px = [x W_rz_x, x W_c_x] is linear in x, so a whole sequence (and
+    # its tangent) is projected with one matmul instead of two per step (see JSLDS.forward).
+    def project_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ torch.cat([self.w_rz_x, self.w_c_x], 1)
+
+    def forward_px(self, h: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
+        n2 = 2 * self.n_state
+        r, z = self._gates_px(h, px[:, :n2])
+        c = torch.tanh(torch.addmm(self.b_c, r * h, self.w_c_h) + px[:, n2:])
+        return c + z * (h - c)
+
+    def jvp_px(self, h, px, dh, dpx):
+        n, n2 = self.n_state, 2 * self.n_state
+        r, z = self._gates_px(h, px[:, :n2])
+        c = torch.tanh(torch.addmm(self.b_c, r * h, self.w_c_h) + px[:, n2:])
+        drz = dh @ self.w_rz_h + dpx[:, :n2]
+        dr = r * (1 - r) * drz[:, :n]
+        dz = z * (1 - z) * drz[:, n:]
+        dc = (1 - c * c) * ((dr * h + r * dh) @ self.w_c_h + dpx[:, n2:])
+        hc = h - c
+        return c + z * hc, dz * hc + z * dh + (1 - z) * dc
 
     def extra_repr(self) -> str:
         return f"n_state={self.n_state}, n_input={self.n_input}"

@@ -148,18 +148,32 @@ class JSLDS(nn.Module):
         if s0.shape != (B, self.n_state):
             raise ValueError(f"h0 must have shape ({B}, {self.n_state}), got {tuple(s0.shape)}")
         hs, as_, es, fes = [], [], [], []
+        # Cells with an input-projected form (the built-in ones) project the whole sequence at
+        # once: the per-step input matmuls (and their backward) are most of the small-op overhead.
+        fast = callable(getattr(self.cell, "project_inputs", None)) and callable(getattr(self.cell, "jvp_px", None))
         if run_rnn:
             h = s0
-            for t in range(T):
-                h = self.cell(h, x[:, t])
-                hs.append(h)
+            if fast:
+                px = self.cell.project_inputs(x)
+                for t in range(T):
+                    h = self.cell.forward_px(h, px[:, t])
+                    hs.append(h)
+            else:
+                for t in range(T):
+                    h = self.cell(h, x[:, t])
+                    hs.append(h)
         if run_jslds:
             xs = self.x_star(x).contiguous()
             dx = x - xs
             a = s0
+            if fast:
+                pxs, pdx = self.cell.project_inputs(xs), self.cell.project_inputs(dx)
             for t in range(T):
                 e = self.expansion(a)
-                f_e, d = cell_jvp(self.cell, e, xs[:, t], a - e, dx[:, t])
+                if fast:
+                    f_e, d = self.cell.jvp_px(e, pxs[:, t], a - e, pdx[:, t])
+                else:
+                    f_e, d = cell_jvp(self.cell, e, xs[:, t], a - e, dx[:, t])
                 a = e + d
                 as_.append(a)
                 es.append(e)
