@@ -18,7 +18,12 @@ largest bisimulation of the MDP (``auxfn.jepa.bisim``):
 6. ridge linear probes on frozen latents (train/test split) for the state, the class
    and each nuisance factor, with their chance levels;
 7. RankMe ``exp(H(σ / Σσ))`` of the centred latents and the mean per-dimension std;
-8. minimum inter-class distance against distinguishing depth (notes §2.4).
+8. minimum inter-class distance against distinguishing depth, with the lower bound of
+   the notes' §2.4: with pointwise errors ε_T, ε_p, Lipschitz constants L (of T in z)
+   and L_P, and auxiliary gap δ, a pair first told apart at depth n satisfies
+   ``||E(o) − E(o')|| ≥ [(δ − 2ε_p)/L_P − 2ε_T (L^n − 1)/(L − 1)] / L^n``.
+   L and L_P are estimated as the largest difference quotients over the audit latents
+   (a lower estimate of the true constants, so the bound is indicative, not certified).
 """
 
 from __future__ import annotations
@@ -173,6 +178,7 @@ class AuditReport:
     rankme: float
     per_dim_std: float
     empirical: dict[str, Any] | None = None
+    depth_bound: dict[str, Any] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     latents: dict[str, np.ndarray] | None = field(default=None, repr=False)
     """z (2 n_states n_render, d), states, classes of the audit renders (not serialised)."""
@@ -215,6 +221,11 @@ class AuditReport:
         if worst:
             rows += ["Closest non-equivalent class pairs:", "", "| classes | d_min / s | depth |", "|---|---|---|"]
             rows += [f"| {w['classes'][0]}, {w['classes'][1]} | {w['ratio']:.4g} | {w['depth']} |" for w in worst]
+        if self.depth_bound is not None:
+            b = self.depth_bound
+            rows += ["", f"Depth bound (notes §2.4): L_T = {b['lip_T']:.3g}, L_P = {b['lip_P']:.3g}, ε_T = {b['eps_T']:.3g}, "
+                     f"ε_p = {b['eps_p']:.3g}, δ = {b['delta']:.3g}.", "", "| depth | lower bound | measured min distance |", "|---|---|---|"]
+            rows += [f"| {r['depth']} | {r['bound']:.3g} | {r['observed_min']:.3g} |" for r in b["rows"]]
         if self.empirical is not None:
             e = self.empirical
             rows += ["", f"Against the empirical bisimulation of the observed transitions: {e['n_collapsed_state_pairs']} of "
@@ -293,6 +304,9 @@ def audit(model, env: Any, n_render: int = 16, *, seed: int = 0, aux: str = "rew
     z_all = np.concatenate([z_a, z_b])
     s_all = np.concatenate([states, states])
     collapse = latent_audit(z_all, s_all, bis, tau=tau, scale=scale, seed=seed)
+    depth_bound = None
+    if (train_aux or aux) == aux:  # the bound needs P to regress the same p that defines B*
+        depth_bound = _depth_bound(model, z_b, core.n_actions, core.aux(np.arange(n), aux), dyn_all.max(), aux_all.max(), collapse)
 
     cls_a, cls_b = bis.classes[states], bis.classes[states]
     centroids = np.stack([z_a[cls_a == c].mean(0) for c in range(bis.n_classes)])
@@ -327,10 +341,39 @@ def audit(model, env: Any, n_render: int = 16, *, seed: int = 0, aux: str = "rew
     return AuditReport(
         n_states=n, n_classes=bis.n_classes, premise=premise, collapse=collapse,
         centroid_acc_heldout=centroid_acc, probes=probes, chance=chance, rankme=rankme(z_all),
-        per_dim_std=float(z_all.std(0).mean()), empirical=empirical,
+        per_dim_std=float(z_all.std(0).mean()), empirical=empirical, depth_bound=depth_bound,
         settings={"n_render": n_render, "seed": seed, "aux": aux, "tau": tau, "scale": scale},
         latents={"z": z_all, "states": s_all, "classes": bis.classes[s_all]},
     )
+
+
+@torch.no_grad()
+def _max_quotient(f_z: np.ndarray, z: np.ndarray) -> float:
+    dz, df = _pairwise(z), _pairwise(f_z)
+    ok = dz > 1e-9 * max(dz.max(), 1e-30)
+    return float((df[ok] / dz[ok]).max()) if ok.any() else float("nan")
+
+
+@torch.no_grad()
+def _depth_bound(model, z: np.ndarray, n_actions: int, p_states: np.ndarray, dyn_max: float, aux_max: float, collapse: dict[str, Any]) -> dict[str, Any]:
+    """The §2.4 lower bound on d_min per distinguishing depth, next to the measured d_min."""
+    device = next(model.parameters()).device
+    zt = torch.as_tensor(z, dtype=torch.float32, device=device)
+    lip_t = max(_max_quotient(model.transition(zt, torch.full((len(z),), a, device=device)).cpu().double().numpy(), z) for a in range(n_actions))
+    lip_p = _max_quotient(model.predict_aux(zt).cpu().double().numpy(), z)
+    eps_t = float(np.sqrt(dyn_max * z.shape[1]))
+    eps_p = float(np.sqrt(aux_max * model.aux_dim)) if model.aux_loss == "mse" else float("nan")
+    gaps = _pairwise(np.asarray(p_states, dtype=np.float64))
+    delta = float(gaps[gaps > 1e-12].min()) if (gaps > 1e-12).any() else float("nan")
+    rows = []
+    s = collapse["scale"]
+    dv = np.array(collapse["distance_vs_depth"], dtype=float).reshape(-1, 2)
+    for depth in sorted({int(d) for d in dv[:, 0]}):
+        geo = depth if abs(lip_t - 1) < 1e-12 else (lip_t**depth - 1) / (lip_t - 1)
+        bound = ((delta - 2 * eps_p) / lip_p - 2 * eps_t * geo) / lip_t**depth
+        observed = float(dv[dv[:, 0] == depth, 1].min()) * s
+        rows.append({"depth": depth, "bound": float(bound), "observed_min": observed, "holds": bool(observed >= bound)})
+    return {"lip_T": lip_t, "lip_P": lip_p, "eps_T": eps_t, "eps_p": eps_p, "delta": delta, "scale": s, "rows": rows}
 
 
 def audit_figures(report: AuditReport, out_dir: str | Path, prefix: str = "") -> list[Path]:
@@ -368,6 +411,10 @@ def audit_figures(report: AuditReport, out_dir: str | Path, prefix: str = "") ->
     fig, ax = subplots()
     ax.scatter(dv[:, 0], np.maximum(dv[:, 1], 1e-6), s=14, color=COLORS[0])
     ax.axhline(report.settings["tau"], color=COLORS[1], ls="--", label="collapse threshold τ")
+    if report.depth_bound is not None:
+        rows = [r for r in report.depth_bound["rows"] if r["bound"] > 0]
+        if rows:
+            ax.plot([r["depth"] for r in rows], [r["bound"] / report.depth_bound["scale"] for r in rows], "v", color=COLORS[2], label="§2.4 lower bound")
     ax.set(xlabel="distinguishing depth", ylabel="min inter-class distance / s", yscale="log", title="distance vs depth")
     ax.legend()
     paths.append(save_figure(fig, out_dir, f"{prefix}distance_vs_depth"))
