@@ -17,7 +17,15 @@ from pathlib import Path
 
 import torch
 
-from auxfn.sde_control import ICNNLyapunov, ZeroPreservingMLP, generator, make_system, preset, simulate, train
+from auxfn.sde_control import (
+    ICNNLyapunov,
+    ZeroPreservingMLP,
+    generator,
+    make_system,
+    preset,
+    simulate,
+    train,
+)
 from auxfn.sde_control.losses import es_loss
 
 OUT = Path(__file__).parent / "results"

@@ -12,7 +12,6 @@ Writes results/sweeps.json, results/sweeps.md and results/sweeps.png.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import tempfile

@@ -31,8 +31,8 @@ def test_clf_qp_closed_form_matches_a_numerical_solve():
         h = rng.normal()
         p = 10.0
         u, d = clf_qp_solve(torch.tensor(a[None]), torch.tensor([h]), p)
-        cons = {"type": "ineq", "fun": lambda w: h - (a @ w[:3] - w[3])}
-        sol = minimize(lambda w: w[:3] @ w[:3] + p * w[3] ** 2, np.zeros(4), constraints=[cons], method="SLSQP",
+        cons = {"type": "ineq", "fun": lambda w, a=a, h=h: h - (a @ w[:3] - w[3])}
+        sol = minimize(lambda w, p=p: w[:3] @ w[:3] + p * w[3] ** 2, np.zeros(4), constraints=[cons], method="SLSQP",
                        options={"ftol": 1e-12})
         np.testing.assert_allclose(u[0].numpy(), sol.x[:3], atol=1e-5)
         np.testing.assert_allclose(float(d[0]), sol.x[3], atol=1e-5)

@@ -94,7 +94,7 @@ def test_generator_matches_vmap_hessian(backend, m):
                 p.add_(0.3 * torch.randn_like(p))
         x = torch.randn(11, d, dtype=D64)
         F, G = torch.randn(11, d, dtype=D64), torch.randn(11, d, m, dtype=D64)
-        v1 = lambda xi: V(xi.unsqueeze(0))[0]  # noqa: E731
+        v1 = lambda xi, V=V: V(xi.unsqueeze(0))[0]  # noqa: E731
         H = vmap(hessian(v1))(x)
         g = vmap(grad(v1))(x)
         want = (g * F).sum(-1) + 0.5 * torch.einsum("bim,bij,bjm->b", G, H, G)

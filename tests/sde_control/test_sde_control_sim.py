@@ -8,7 +8,15 @@ import pytest
 import torch
 import torchsde
 
-from auxfn.sde_control import Box, BrownianIncrements, ControlledSDE, LinearGain, Trajectories, make_system, simulate
+from auxfn.sde_control import (
+    Box,
+    BrownianIncrements,
+    ControlledSDE,
+    LinearGain,
+    Trajectories,
+    make_system,
+    simulate,
+)
 from auxfn.sde_control.metrics import (
     convergence_time,
     energy_cost,

@@ -12,7 +12,7 @@ import torch
 
 from auxfn.core.config import ConfigError
 from auxfn.core.errors import DivergedError
-from auxfn.sde_control import ControlConfig, ControlledSDE, Box, preset, train
+from auxfn.sde_control import Box, ControlConfig, ControlledSDE, preset, train
 from auxfn.sde_control.systems import Harmonic
 
 
@@ -48,9 +48,9 @@ def test_resume_is_identical_to_an_uninterrupted_run(tmp_path):
     part = train(_short(max_iters=6), out=tmp_path / "part")
     assert part.summary["iters"] == 6
     resumed = train(_short(), resume=tmp_path / "part")
-    for a, b in zip(full.controller.parameters(), resumed.controller.parameters()):
+    for a, b in zip(full.controller.parameters(), resumed.controller.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    for a, b in zip(full.lyapunov.parameters(), resumed.lyapunov.parameters()):
+    for a, b in zip(full.lyapunov.parameters(), resumed.lyapunov.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     rows = [r for r in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines() if '"loss/total"' in r]
     assert len(rows) == 12

@@ -15,7 +15,12 @@ from auxfn.sde_control.config import PRESETS, ControlConfig, preset
 from auxfn.sde_control.controllers import DifferenceMLP, LinearGain, ZeroPreservingMLP
 from auxfn.sde_control.generator import GeneratorTerms, generator
 from auxfn.sde_control.losses import as_loss, as_residual, es_loss, es_residual
-from auxfn.sde_control.lyapunov import DiagQuadLyapunov, ICNNLyapunov, QuadraticLyapunov, smooth_relu
+from auxfn.sde_control.lyapunov import (
+    DiagQuadLyapunov,
+    ICNNLyapunov,
+    QuadraticLyapunov,
+    smooth_relu,
+)
 from auxfn.sde_control.simulate import BrownianIncrements, Trajectories, simulate
 from auxfn.sde_control.systems import SYSTEMS, Box, ControlledSDE, make_system
 from auxfn.sde_control.train import ControlResult, train

@@ -53,7 +53,7 @@ class ICNNLyapunov(nn.Module):
             raise ValueError(f"ICNNLyapunov: eps and smooth_d must be > 0, got {eps}, {smooth_d}")
         self.dim, self.eps, self.smooth_d = dim, eps, smooth_d
         self.W = nn.ModuleList([nn.Linear(dim, h) for h in hidden])
-        self.U = nn.ParameterList([nn.Parameter(torch.empty(h, hp)) for hp, h in zip(hidden[:-1], hidden[1:])])
+        self.U = nn.ParameterList([nn.Parameter(torch.empty(h, hp)) for hp, h in zip(hidden[:-1], hidden[1:], strict=True)])
         for lin in self.W:
             nn.init.xavier_normal_(lin.weight)
         for U in self.U:
@@ -62,7 +62,7 @@ class ICNNLyapunov(nn.Module):
     def g(self, x: Tensor) -> Tensor:
         """The input-convex network, (B, d) -> (B,)."""
         z = smooth_relu(self.W[0](x), self.smooth_d)
-        for lin, U in zip(self.W[1:], self.U):
+        for lin, U in zip(self.W[1:], self.U, strict=True):
             z = smooth_relu(lin(x) + z @ Fn.softplus(U).T, self.smooth_d)
         return z[..., 0]
 
@@ -75,7 +75,7 @@ class ICNNLyapunov(nn.Module):
 class DiagQuadLyapunov(nn.Module):
     """V(x) = Σ_j (l + N_j(x)²) x_j² = x^T diag(l + N(x)²) x, N a tanh MLP (paper's "quadratic" V)."""
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (6,), l: float = 0.01):
+    def __init__(self, dim: int, hidden: Sequence[int] = (6,), l: float = 0.01):  # noqa: E741 (the paper's l)
         super().__init__()
         from auxfn.sde_control.controllers import mlp
 

@@ -44,7 +44,7 @@ def plot_norms(trajs: Mapping[str, Trajectories], run, eps: float | None = None,
 def plot_phase(trajs: Mapping[str, Trajectories], run, name: str = "phase") -> Path:
     fig, axes = subplots(1, len(trajs), width=3.6, height=3.4)
     axes = axes if hasattr(axes, "__len__") else [axes]
-    for ax, (label, tr) in zip(axes, trajs.items()):
+    for ax, (label, tr) in zip(axes, trajs.items(), strict=True):
         xs = tr.xs.numpy()
         for p in range(xs.shape[1]):
             ax.plot(xs[:, p, 0], xs[:, p, 1], lw=0.7, alpha=0.7)

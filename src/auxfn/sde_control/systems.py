@@ -66,7 +66,7 @@ class Box:
         low, high = tuple(float(v) for v in low), tuple(float(v) for v in high)
         if len(low) != len(high) or not low:
             raise ValueError(f"Box: low and high must have the same non-zero length, got {len(low)} and {len(high)}")
-        if any(h <= lo for lo, h in zip(low, high)):
+        if any(h <= lo for lo, h in zip(low, high, strict=True)):
             raise ValueError(f"Box: every high must exceed its low, got low={low}, high={high}")
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
@@ -424,7 +424,7 @@ class StuartLandau(ControlledSDE):
         return rho, theta
 
     def f0(self, z):
-        n, s, c1, c2 = self.n, self.sigma, self.c1, self.c2
+        s, c1, c2 = self.sigma, self.c1, self.c2
         rho, theta = self.polar(z)
         # sum_k L_jk h_k = h_j - mean(h): global coupling Laplacian applied without building L
         diff = theta.unsqueeze(1) - theta.unsqueeze(2)  # [b, j, k] = theta_k - theta_j

@@ -30,7 +30,7 @@ from auxfn.core.seeding import make_generator, seed_everything
 from auxfn.sde_control.config import ControlConfig
 from auxfn.sde_control.controllers import DifferenceMLP, LinearGain, ZeroPreservingMLP
 from auxfn.sde_control.generator import generator
-from auxfn.sde_control.losses import as_loss, as_residual, es_residual, es_loss
+from auxfn.sde_control.losses import as_loss, as_residual, es_loss, es_residual
 from auxfn.sde_control.lyapunov import DiagQuadLyapunov, ICNNLyapunov, QuadraticLyapunov
 from auxfn.sde_control.systems import ControlledSDE, make_system
 
