@@ -33,7 +33,7 @@ def test_cli_train_eval_analyze(tmp_path, capsys):
     ev = json.loads((run / "eval.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
     assert ev["eval/mse_rnn"] == pytest.approx(summary["mse_rnn"], rel=1e-6)
-    assert main(["jslds", "analyze", str(run)]) == 0
+    assert main(["jslds", "analyze", str(run), "--candidates", "32", "--fp-iters", "200"]) == 0
     an = json.loads((run / "analysis.json").read_text())
     assert 0 <= an["analysis/relative_error_jslds"] < 10
     assert "Analysis" in (run / "report.md").read_text()
@@ -45,3 +45,4 @@ def test_cli_user_errors(tmp_path, capsys):
     assert "n_state" in capsys.readouterr().err
     assert main(["jslds", "eval", str(tmp_path / "missing")]) == 2
     assert main(["jslds", "train", "--preset", "nope"]) == 2
+    assert main(["jslds", "analyze", str(tmp_path), "--fp-iters", "x"]) == 2

@@ -22,7 +22,7 @@ def _one_thread():
 
 
 def test_short_flipflop_run_learns(tmp_path):
-    cfg = JSLDSConfig(n_state=16, steps=300, batch_size=32, eval_every=300, checkpoint_every=300, log_every=10, seed=0)
+    cfg = JSLDSConfig(n_state=16, steps=200, batch_size=32, lr=0.03, eval_every=200, checkpoint_every=200, log_every=10, seed=0)
     res = train(cfg, out=tmp_path / "run")
     rows = [r for r in read_metrics(tmp_path / "run") if "loss/total" in r]
     first = sum(r["loss/total"] for r in rows[:3]) / 3
@@ -39,19 +39,19 @@ def test_short_flipflop_run_learns(tmp_path):
 
 
 def _tiny(**kw):
-    base = dict(n_state=6, steps=30, batch_size=4, eval_every=1000, eval_batch_size=8, checkpoint_every=10, log_every=5)
+    base = dict(n_state=6, steps=16, batch_size=4, eval_every=1000, eval_batch_size=8, checkpoint_every=8, log_every=4)
     base.update(kw)
     return JSLDSConfig(**base)
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):
     full = train(_tiny(), out=tmp_path / "full")
-    part = train(_tiny(steps=20), out=tmp_path / "part")
+    part = train(_tiny(steps=8), out=tmp_path / "part")
     resumed = train(_tiny(), resume=part.run_dir)
     for (k, v), (_, v2) in zip(full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
         assert torch.equal(v, v2), k
     steps = [r["step"] for r in read_metrics(part.run_dir)]
-    assert steps == sorted(steps) and steps[-1] == 30
+    assert steps == sorted(steps) and steps[-1] == 16
 
 
 class NaNAfter(FlipFlopTask):
@@ -73,7 +73,7 @@ def test_non_finite_loss_stops_with_last_good_checkpoint(tmp_path):
     with pytest.raises(DivergedError) as err:
         train(_tiny(T=8), out=tmp_path / "r", task=NaNAfter(after=14))
     assert err.value.step == 15
-    assert err.value.last_checkpoint is not None and err.value.last_checkpoint.name == "step_00000010"
+    assert err.value.last_checkpoint is not None and err.value.last_checkpoint.name == "step_00000008"
     assert (err.value.last_checkpoint / "model.safetensors").is_file()
 
 

@@ -23,17 +23,28 @@ def _train(argv: list[str]) -> int:
     return train_command("jslds", PRESETS, train, default_preset="quick-flipflop")(argv)
 
 
-def _run_dir(argv: list[str], command: str) -> Path:
+def _run_dir(argv: list[str], command: str, options: tuple[str, ...] = ()) -> tuple[Path, dict[str, int]]:
+    """``RUN_DIR`` plus integer ``--option N`` values (and an ignored ``--quiet``)."""
     args = [a for a in argv if a != "--quiet"]
+    values: dict[str, int] = {}
+    for opt in options:
+        if opt in args:
+            i = args.index(opt)
+            try:
+                values[opt.lstrip("-").replace("-", "_")] = int(args[i + 1])
+            except (IndexError, ValueError):
+                raise UserError(f"{opt} needs an integer value") from None
+            del args[i : i + 2]
     if len(args) != 1 or args[0].startswith("-"):
-        raise UserError(f"usage: auxfn jslds {command} RUN_DIR")
-    return Path(args[0])
+        usage = "".join(f" [{o} N]" for o in options)
+        raise UserError(f"usage: auxfn jslds {command} RUN_DIR{usage}")
+    return Path(args[0]), values
 
 
 def _eval(argv: list[str]) -> int:
     from auxfn.jslds.train import evaluate, load_run
 
-    path = _run_dir(argv, "eval")
+    path, _ = _run_dir(argv, "eval")
     cfg, model, task = load_run(path)
     metrics, _, _ = evaluate(model, task, cfg.eval_batch_size, seed=cfg.seed + 10_000, run_jslds=cfg.weights.needs_jslds)
     (path / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -47,10 +58,11 @@ def _analyze(argv: list[str]) -> int:
     from auxfn.jslds.report import analyze_model
     from auxfn.jslds.train import load_run
 
-    path = _run_dir(argv, "analyze")
+    path, opts = _run_dir(argv, "analyze", ("--candidates", "--fp-iters"))
     cfg, model, task = load_run(path)
     run = Run.open(path)
-    metrics, figures = analyze_model(model, task, run.figures_dir, jslds=cfg.weights.needs_jslds)
+    metrics, figures = analyze_model(model, task, run.figures_dir, jslds=cfg.weights.needs_jslds,
+                                     n_candidates=opts.get("candidates", 256), fp_iters=opts.get("fp_iters", 2000))
     (path / "analysis.json").write_text(json.dumps(jsonable(metrics), indent=2) + "\n")
     body = "\n".join(f"- {k.split('/', 1)[1]}: {v:.4g}" if isinstance(v, float) else f"- {k.split('/', 1)[1]}: {v}"
                      for k, v in metrics.items())
