@@ -92,7 +92,7 @@ def _demo(ctx: DemoContext) -> DemoResult:
     try:
         res = train(cfg, out=ctx.out_dir / "run", quiet=ctx.quiet)
         metrics, figs = analyze_model(res.model, res.task, ctx.out_dir / "run" / "figures", batch_size=32,
-                                      n_candidates=64 if ctx.quick else 256, fp_iters=300 if ctx.quick else 1500)
+                                      n_candidates=32 if ctx.quick else 256, fp_iters=150 if ctx.quick else 1500)
     finally:
         torch.set_num_threads(threads)
     s = res.summary
