@@ -61,6 +61,11 @@ def analyze_model(model: JSLDS, task, out_dir: str | Path, *, batch_size: int = 
     pool = (tr.e if jslds else tr.h).reshape(-1, n)
     pool_xs = model.x_star(x).reshape(-1, x.shape[-1])
     idx = torch.randperm(pool.shape[0], generator=g)[:n_candidates]
+    # spectra at (a sample of) the points the JSLDS linearises about: memory and integration
+    # need eigenvalues near 1 (marginal stability), the rest decay
+    jh, _ = model.linear_system(pool[idx[:64]], pool_xs[idx[:64]])
+    top = torch.linalg.eigvals(jh.double()).abs().max(-1).values
+    metrics["analysis/top_abs_eigenvalue_median"] = top.median().item()
     t0 = time.perf_counter()
     fps = find_fixed_points(model.cell, pool[idx], pool_xs[idx], lr=fp_lr, max_iters=fp_iters, q_tol=q_tol,
                             unique_tol=1e-3, eigenvectors=False)
