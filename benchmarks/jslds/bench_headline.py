@@ -23,7 +23,11 @@ from pathlib import Path
 import torch
 
 from auxfn.core.seeding import make_generator
-from auxfn.jslds.analysis import find_fixed_points, nearest_fixed_point_linearization, relative_error
+from auxfn.jslds.analysis import (
+    find_fixed_points,
+    nearest_fixed_point_linearization,
+    relative_error,
+)
 from auxfn.jslds.tasks import FlipFlopTask
 from auxfn.jslds.train import PRESETS, JSLDSResult, evaluate, load_run, train
 

@@ -15,6 +15,7 @@ from auxfn.jslds.analysis import (
     selection_projections,
 )
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Small matrices: one thread is fastest, and much faster than two on a shared machine."""

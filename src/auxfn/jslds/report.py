@@ -15,7 +15,11 @@ from typing import Any
 
 import torch
 
-from auxfn.jslds.analysis import find_fixed_points, nearest_fixed_point_linearization, relative_error
+from auxfn.jslds.analysis import (
+    find_fixed_points,
+    nearest_fixed_point_linearization,
+    relative_error,
+)
 from auxfn.jslds.model import JSLDS
 from auxfn.jslds.tasks import FlipFlopTask
 

@@ -21,6 +21,7 @@ from auxfn.core.errors import UserError
 from auxfn.core.registry import Preset
 from auxfn.core.runs import Run
 from auxfn.core.seeding import make_generator, resolve_device, seed_everything
+from auxfn.jslds.analysis import relative_error
 from auxfn.jslds.cells import GRUCell, VanillaRNNCell, cell_dims
 from auxfn.jslds.losses import LossWeights, jslds_losses
 from auxfn.jslds.model import JSLDS, Trajectories
@@ -191,11 +192,6 @@ def _check_batch(task, x, y, mask, batch_size: int, model: JSLDS) -> None:
 # --------------------------------------------------------------------------- evaluation
 
 
-def relative_error_traj(h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """Mean over trials and steps of ``||h_t - a_t|| / ||h_t||`` (steps 1..T, after the first update)."""
-    return ((h - a).norm(dim=-1) / h.norm(dim=-1).clamp_min(1e-12)).mean()
-
-
 @torch.no_grad()
 def evaluate(model: JSLDS, task, batch_size: int = 256, seed: int = 12345, *, run_jslds: bool = True,
              device: torch.device | str = "cpu") -> tuple[dict[str, float], Trajectories, tuple]:
@@ -210,7 +206,7 @@ def evaluate(model: JSLDS, task, batch_size: int = 256, seed: int = 12345, *, ru
         out["eval/bit_accuracy_rnn"] = ((torch.sign(tr.y_rnn) == y).to(y.dtype) * m).sum().item() / denom.item()
     if run_jslds:
         out["eval/mse_jslds"] = (((tr.y_jslds - y) ** 2) * m).sum().item() / denom.item()
-        out["eval/relative_error"] = relative_error_traj(tr.h, tr.a).item()
+        out["eval/relative_error"] = relative_error(tr.a, tr.h).item()
         out["eval/fixed_point_loss"] = ((tr.F_e - tr.e) ** 2).mean().item()
         if isinstance(task, FlipFlopTask):
             out["eval/bit_accuracy_jslds"] = ((torch.sign(tr.y_jslds) == y).to(y.dtype) * m).sum().item() / denom.item()
