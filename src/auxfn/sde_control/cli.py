@@ -162,16 +162,24 @@ def _demo(ctx: DemoContext) -> DemoResult:
     cfg = dataclasses.replace(cfg, seed=ctx.seed)
     res = train(cfg, out=ctx.out_dir / "harmonic-as", quiet=True)
     s = res.summary
+    from auxfn.core.seeding import make_generator
+
+    start = float(res.sde.default_x0(cfg.eval_paths, generator=make_generator(cfg.eval_seed)).norm(dim=1).mean())
+    # the claim: AS reaches zero violation and every controlled path reaches eps; the
+    # uncontrolled mean norm never reaches eps and grows (single uncontrolled paths may
+    # touch eps by chance on the way, so their success rate is shown, not required to be 0)
     ok = (
         s["reached_zero"]
         and s["controlled/success_rate"] == 1.0
         and s["controlled/diverged"] == 0
-        and s["uncontrolled/success_rate"] == 0.0
+        and s["uncontrolled/tau_mean_norm"] == float("inf")
+        and s["uncontrolled/final_mean_norm"] > start
     )
     headline = (
         f"AS: zero violation after {s['iters_to_zero']} steps ({s['train_time_s']:.2f} s), "
         f"tau_0.05 = {s['controlled/tau_mean_norm']:.3g} (mean |x|), success {s['controlled/success_rate']:.0%}; "
-        f"uncontrolled: mean |x| at T = {s['uncontrolled/final_mean_norm']:.3g}, success {s['uncontrolled/success_rate']:.0%}"
+        f"uncontrolled: mean |x| {start:.3g} -> {s['uncontrolled/final_mean_norm']:.3g} at T = {cfg.eval_T:g}, "
+        f"paths reaching eps {s['uncontrolled/success_rate']:.0%}"
     )
     figs = [res.run_dir / "figures" / n for n in ("norms.png", "phase.png", "loss.png")]
     details = (
