@@ -267,3 +267,9 @@ def test_projected_fast_path_equals_the_plain_cell_calls(cell_name):
     slow = slow_model(x)
     for f in ("h", "a", "e", "F_e", "y_rnn", "y_jslds"):
         torch.testing.assert_close(getattr(fast, f), getattr(slow, f), rtol=1e-12, atol=1e-12)
+
+
+def test_bad_x_star_callable_is_a_clear_error():
+    model = JSLDS(VanillaRNNCell(5, 4), n_out=1, x_star=lambda x: x[..., :2])
+    with pytest.raises(ValueError, match=r"x_star callable must return a tensor of shape \(2, 3, 4\)"):
+        model(torch.zeros(2, 3, 4))
