@@ -28,7 +28,7 @@ ENV_SETTINGS: dict[str, dict[str, Any]] = {
 
 COLUMNS = [
     ("n_classes", "classes"), ("n_separated_classes", "separated"), ("n_clusters", "clusters"),
-    ("n_collapsed_pairs", "collapsed pairs"), ("centroid_acc_heldout", "centroid acc"),
+    ("n_collapsed_pairs", "collapsed pairs"), ("n_collapsed_pairs_median_scale", "collapsed (median scale)"), ("centroid_acc_heldout", "centroid acc"),
     ("probe/class", "class probe"), ("nuisance_probe", "nuisance probe (mean)"), ("rankme", "RankMe"),
     ("premise/dyn_mean", "L_dyn"), ("premise/aux_mean", "L_p"), ("wall_s", "wall s"),
 ]

@@ -145,6 +145,10 @@ def latent_audit(z: np.ndarray, states: np.ndarray, bisim: Bisimulation, *, tau:
     pairs = [(i, j) for i in range(k) for j in range(i + 1, k) if np.isfinite(dmin[i, j])]
     collapsed = [(i, j) for i, j in pairs if dmin[i, j] < tau]
     worst = sorted(pairs, key=lambda ij: dmin[ij])[:n_worst]
+    # the same count with the other scale, so the two can be compared: a cloud that shrank
+    # relative to its offset is "collapsed" under rms but may still carry the classes
+    s_other = float(np.median(dist[iu])) if scale == "rms" else float(np.sqrt((z**2).sum(1).mean()))
+    n_collapsed_other = sum(dmin[p] * s < tau * max(s_other, 1e-30) for p in pairs)
     adj = dmin < tau
     n_sep = connected_components(adj, directed=False)[0] if k else 0
     n_clusters = count_clusters(z, max(2, 2 * k), seed=seed, collapsed_below=tau * s)
@@ -155,6 +159,7 @@ def latent_audit(z: np.ndarray, states: np.ndarray, bisim: Bisimulation, *, tau:
         "scale": s,
         "n_noneq_pairs": len(pairs),
         "n_collapsed_pairs": len(collapsed),
+        f"n_collapsed_pairs_{'median' if scale == 'rms' else 'rms'}_scale": int(n_collapsed_other),
         "min_ratio": float(min((dmin[p] for p in pairs), default=np.inf)),
         "worst_pairs": [{"classes": [int(i), int(j)], "ratio": float(dmin[i, j]), "depth": int(depth[i, j])} for i, j in worst],
         "n_separated_classes": int(n_sep),
@@ -205,6 +210,7 @@ class AuditReport:
             "classes separated": self.n_separated_classes,
             "latent clusters": self.n_clusters,
             "collapsed non-equivalent pairs": f"{self.n_collapsed_pairs} / {self.collapse['n_noneq_pairs']}",
+            **{f"collapsed pairs ({k.split('_')[3]} scale)": v for k, v in self.collapse.items() if k.startswith("n_collapsed_pairs_")},
             "min d_min/s": round(self.collapse["min_ratio"], 4),
             "held-out centroid accuracy": round(self.centroid_acc_heldout, 3),
             "healthy-collapse index": round(self.collapse["healthy_collapse_index"], 4),

@@ -311,6 +311,7 @@ def _finish(run: Run, cfg: JEPAConfig, model: JEPAModel, core: TabularMDP, trans
         "n_classes": report.n_classes, "n_separated_classes": report.n_separated_classes,
         "n_clusters": report.n_clusters, "n_collapsed_pairs": report.n_collapsed_pairs,
         "n_noneq_pairs": report.collapse["n_noneq_pairs"], "min_ratio": report.collapse["min_ratio"],
+        **{k: v for k, v in report.collapse.items() if k.startswith("n_collapsed_pairs_")},
         "centroid_acc_heldout": report.centroid_acc_heldout, "healthy_collapse_index": report.collapse["healthy_collapse_index"],
         "rankme": report.rankme, **{f"probe/{k}": v for k, v in report.probes.items()},
         **{f"premise/{k}": v for k, v in report.premise.items()},
