@@ -46,3 +46,17 @@ def test_cli_user_errors(tmp_path, capsys):
     assert main(["jslds", "eval", str(tmp_path / "missing")]) == 2
     assert main(["jslds", "train", "--preset", "nope"]) == 2
     assert main(["jslds", "analyze", str(tmp_path), "--fp-iters", "x"]) == 2
+
+
+def test_context_analysis_selection_metrics(tmp_path):
+    from auxfn.jslds.report import analyze_model
+    from auxfn.jslds.train import JSLDSConfig, build_model, build_task
+
+    cfg = JSLDSConfig(task="context", cell="vanilla-tanh", n_state=8)
+    task = build_task(cfg)
+    model = build_model(cfg, task)
+    metrics, figs = analyze_model(model, task, tmp_path, batch_size=16, n_candidates=16, fp_iters=50)
+    for name in ("motion", "colour"):
+        assert 0 <= metrics[f"analysis/{name}_fraction_one_eigenvalue_near_1"] <= 1
+        assert metrics[f"analysis/{name}_selection_on_motion_median_abs"] >= 0
+    assert (tmp_path / "selection_vectors.png").is_file()

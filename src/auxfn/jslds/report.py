@@ -21,7 +21,7 @@ from auxfn.jslds.analysis import (
     relative_error,
 )
 from auxfn.jslds.model import JSLDS
-from auxfn.jslds.tasks import FlipFlopTask
+from auxfn.jslds.tasks import ContextIntegrationTask, FlipFlopTask
 
 __all__ = ["analyze_model"]
 
@@ -87,6 +87,51 @@ def analyze_model(model: JSLDS, task, out_dir: str | Path, *, batch_size: int = 
     paths: list[Path] = []
     if figures:
         paths = _figures(model, task, tr, fps, x, out_dir, jslds)
+    if jslds and isinstance(task, ContextIntegrationTask):
+        more, fig = _context_selection(model, task, tr, x, out_dir, figures)
+        metrics.update(more)
+        paths += fig
+    return metrics, paths
+
+
+def _context_selection(model, task, tr, x, out_dir: Path, figures: bool):
+    """Per context: the top left eigenvector ("selection vector") at expansion points, projected on
+    the effective inputs of the motion and colour streams (J_x columns 0 and 1; the paper's Fig. 3J),
+    and how often the spectrum has one eigenvalue near 1 (a line attractor)."""
+    from auxfn.jslds.analysis import selection_projections
+
+    ctx = task.context_of(x)
+    metrics, rows = {}, []
+    for c, name in ((0, "motion"), (1, "colour")):
+        e = tr.e[ctx == c][:, 2:].reshape(-1, tr.e.shape[-1])[:64]  # skip the first steps (transient)
+        if e.shape[0] == 0:
+            continue
+        xs = torch.zeros(e.shape[0], task.n_input)
+        xs[:, 2 + c] = 1.0
+        jh, jx = model.linear_system(e, xs)
+        vals, vecs = torch.linalg.eig(jh.double())
+        order = vals.real.argsort(-1, descending=True)
+        vals = torch.gather(vals, -1, order)
+        vecs = torch.gather(vecs, -1, order[:, None, :].expand_as(vecs))
+        proj = selection_projections(torch.linalg.inv(vecs), jx.double(), top=1)[:, 0, :2]
+        proj = proj.real * torch.sign(proj.real.sum(-1, keepdim=True) + 1e-30)  # eigenvector sign is arbitrary
+        near_one = ((vals - 1).abs() < 0.05).sum(-1)
+        metrics[f"analysis/{name}_top_eigenvalue_median"] = vals[:, 0].real.median().item()
+        metrics[f"analysis/{name}_fraction_one_eigenvalue_near_1"] = (near_one == 1).float().mean().item()
+        metrics[f"analysis/{name}_selection_on_motion_median_abs"] = proj[:, 0].abs().median().item()
+        metrics[f"analysis/{name}_selection_on_colour_median_abs"] = proj[:, 1].abs().median().item()
+        rows.append((name, proj))
+    paths = []
+    if figures and rows:
+        from auxfn.core.plotting import save_figure, subplots
+
+        fig, ax = subplots(width=4, height=4)
+        for name, proj in rows:
+            ax.scatter(proj[:, 0].abs(), proj[:, 1].abs(), s=8, label=f"{name} context")
+        ax.set(xlabel="|selection · effective motion input|", ylabel="|selection · effective colour input|",
+               title="selection vectors at expansion points")
+        ax.legend()
+        paths.append(save_figure(fig, out_dir, "selection_vectors"))
     return metrics, paths
 
 
