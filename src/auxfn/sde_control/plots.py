@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from auxfn.core.plotting import COLORS, save_figure, subplots
@@ -37,6 +38,8 @@ def plot_norms(trajs: Mapping[str, Trajectories], run, eps: float | None = None,
     if eps is not None:
         ax.axhline(eps, color="k", ls=":", lw=1.0, label=f"eps = {eps:g}")
     ax.set(xlabel="t", ylabel="|x(t)|", yscale="log", title="paired paths")
+    if eps is not None:
+        ax.set_ylim(bottom=eps * 1e-4)  # converged paths fall to 1e-50 and would squash the plot
     ax.legend()
     return save_figure(fig, run, name)
 
@@ -62,7 +65,11 @@ def plot_level_sets(V, sde, traj: Trajectories, run, name: str = "level_sets") -
     with torch.no_grad():
         vals = V(torch.stack([X1.reshape(-1), X2.reshape(-1)], 1)).reshape(X1.shape)
     fig, ax = subplots(width=4.4, height=3.8)
-    cs = ax.contour(X1.numpy(), X2.numpy(), vals.numpy(), levels=15, cmap="viridis")
+    v = vals.numpy()
+    pos = v[v > 0]
+    # V grows fast away from 0: geometric levels show the sub-level sets near the origin too
+    levels = np.geomspace(max(pos.min(), pos.max() * 1e-6), pos.max(), 15) if pos.size else 15
+    cs = ax.contour(X1.numpy(), X2.numpy(), v, levels=levels, cmap="viridis")
     fig.colorbar(cs, ax=ax, label="V")
     xs = traj.xs.numpy()
     for p in range(min(xs.shape[1], 8)):
