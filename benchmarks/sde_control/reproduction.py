@@ -34,7 +34,8 @@ RUNS = [
     ("lorenz", "es-icnn", {}), ("lorenz", "es-quad", {}), ("lorenz", "as", {}),
     ("lorenz", "es-icnn", {"lorenz_target": "P2"}), ("lorenz", "es-quad", {"lorenz_target": "P2"}),
     ("lorenz", "as", {"lorenz_target": "P2"}),
-    ("energy", "as", {}), ("stuart", "as", {}), ("echo", "as", {}),
+    ("energy", "as", {}), ("pendulum", "as", {}), ("pendulum", "es-quad", {}), ("hopf", "as", {}),
+    ("stuart", "as", {}), ("echo", "as", {}),
 ]
 
 
