@@ -37,47 +37,75 @@ def test_user_errors_exit_2_with_one_line(auxfn_cmd, args, needle):
     assert "Traceback" not in proc.stderr
 
 
-def test_toy_method_registers_without_editing_the_core(auxfn_cmd, toy_env, tmp_path):
-    proc = auxfn_cmd("--help", env=toy_env)
-    assert "toy" in proc.stdout and "a throwaway regression" in proc.stdout
-    proc = auxfn_cmd("toy", "--help", env=toy_env)
+@pytest.fixture
+def toy_registered():
+    """The toy method registered in this process (for in-process CLI calls)."""
+    import toy_method
+
+    register(toy_method.METHOD, replace=True)
+    yield toy_method
+    unregister("toy")
+
+
+def test_toy_method_registers_without_editing_the_core(auxfn_cmd, toy_env):
+    proc = auxfn_cmd("toy", "--help", env=toy_env)  # found through AUXFN_PLUGINS alone
     assert proc.returncode == 0 and "train" in proc.stdout and "presets" in proc.stdout
-    proc = auxfn_cmd("toy", "presets", env=toy_env)
-    assert proc.returncode == 0 and proc.stdout.splitlines()[0].split() == ["quick", "20", "Adam", "steps"]
-    proc = auxfn_cmd("toy", "train", "--help", env=toy_env)
-    assert proc.returncode == 0 and "--lr" in proc.stdout and "--preset" in proc.stdout
-    # and without the plugin, the toy method does not exist
-    assert auxfn_cmd("toy", "presets").returncode == 2
+    proc = auxfn_cmd("toy", "presets")  # without the plugin the toy method does not exist
+    assert proc.returncode == 2 and "unknown command 'toy'" in proc.stderr
 
 
-def test_train_resume_and_error_paths_through_the_cli(auxfn_cmd, toy_env, tmp_path):
+def test_registered_method_commands(toy_registered, capsys):
+    assert cli.main(["--help"]) == 0
+    assert "a throwaway regression" in capsys.readouterr().out
+    assert cli.main(["toy", "presets"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split() == ["quick", "20", "Adam", "steps"]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["toy", "train", "--help"])
+    assert exit_.value.code == 0
+    assert "--lr" in capsys.readouterr().out
+
+
+def _error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_train_resume_and_error_paths_through_the_cli(toy_registered, capsys, tmp_path):
     out = tmp_path / "run"
-    proc = auxfn_cmd("toy", "train", "--steps", "6", "--lr", "0.02", "--out", out, "--quiet", env=toy_env)
-    assert proc.returncode == 0, proc.stderr
-    assert f"run directory: {out}" in proc.stdout
+    assert cli.main(["toy", "train", "--steps", "6", "--lr", "0.02", "--out", str(out), "--quiet"]) == 0
+    assert f"run directory: {out}" in capsys.readouterr().out
     meta = json.loads((out / "config.json").read_text())
     assert meta["config"]["lr"] == 0.02 and meta["config"]["steps"] == 6 and meta["method"] == "toy"
     assert (out / "summary.json").is_file() and (out / "report.md").is_file()
 
     # resume keeps the run's own config (lr 0.02) and extends it
-    proc = auxfn_cmd("toy", "train", "--resume", out, "--steps", "9", "--quiet", env=toy_env)
-    assert proc.returncode == 0, proc.stderr
+    assert cli.main(["toy", "train", "--resume", str(out), "--steps", "9", "--quiet"]) == 0
     assert json.loads((out / "summary.json").read_text())["steps"] == 9
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["config"]["steps"] == 9 and meta["config"]["lr"] == 0.02
+    assert [r["from_step"] for r in meta["resumed"]] == [6]
+    capsys.readouterr()
     # resuming with a changed config that matters is refused with one line
-    proc = auxfn_cmd("toy", "train", "--resume", out, "--steps", "12", "--lr", "0.5", env=toy_env)
-    assert proc.returncode == 2 and "different config (lr: checkpoint 0.02 vs now 0.5)" in proc.stderr
+    assert cli.main(["toy", "train", "--resume", str(out), "--steps", "12", "--lr", "0.5"]) == 2
+    assert "different config (lr: checkpoint 0.02 vs now 0.5)" in _error_line(capsys)
     # a second run into the same folder is refused
-    proc = auxfn_cmd("toy", "train", "--out", out, env=toy_env)
-    assert proc.returncode == 2 and "already holds a run" in proc.stderr
+    assert cli.main(["toy", "train", "--out", str(out)]) == 2
+    assert "already holds a run" in _error_line(capsys)
+    assert cli.main(["toy", "train", "--preset", "nope"]) == 2
+    assert "unknown preset 'nope' for toy; choose one of quick, long" in _error_line(capsys)
+    assert cli.main(["toy", "fly"]) == 2
+    assert "unknown toy command 'fly'; choose one of: train, presets" in _error_line(capsys)
+    assert cli.main(["toy", "train", "--resume"]) == 2
+    assert "--resume needs a value" in _error_line(capsys)
 
+
+def test_bad_value_and_divergence_exit_codes_in_a_subprocess(auxfn_cmd, toy_env, tmp_path):
     bad = auxfn_cmd("toy", "train", "--lr", "-1", "--out", tmp_path / "bad", env=toy_env)
-    assert bad.returncode == 2
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines() == [
         "auxfn: error: auxfn toy train: Error parsing ToyConfig: config field 'lr' = -1.0 is out of range: allowed 0 < lr"
     ]
-    assert auxfn_cmd("toy", "train", "--preset", "nope", env=toy_env).returncode == 2
-    assert auxfn_cmd("toy", "fly", env=toy_env).returncode == 2
-
     # a diverging run exits 3 and names its last good checkpoint, which is kept
     div = tmp_path / "div"
     proc = auxfn_cmd("toy", "train", "--optimizer", "sgd", "--lr", "1000", "--checkpoint-every", "2", "--out", div, env=toy_env)
@@ -85,7 +113,7 @@ def test_train_resume_and_error_paths_through_the_cli(auxfn_cmd, toy_env, tmp_pa
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("auxfn: diverged: loss/total is not finite at step")
     ckpt = line.split("last good checkpoint: ")[1]
-    assert (div / "checkpoints").is_dir() and ckpt.startswith(str(div / "checkpoints" / "step_"))
+    assert ckpt.startswith(str(div / "checkpoints" / "step_"))
     assert (tmp_path / ckpt / "model.safetensors").is_file()
 
 

@@ -73,7 +73,7 @@ def train(cfg: ToyConfig, *, out=None, resume=None, quiet: bool = True) -> ToyRe
             resume, {"model": model}, optimizers={"opt": opt}, schedulers={"sched": sched},
             config=cfg, ignore_fields=("steps",), generators={"data": gen},
         )
-        run, start = Run.resume(resume, ck.step, quiet=quiet), ck.step
+        run, start = Run.resume(resume, ck.step, config=cfg, quiet=quiet), ck.step
     else:
         run, start = Run.create("toy", cfg, out=out, quiet=quiet), 0
     losses = []

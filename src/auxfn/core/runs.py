@@ -190,10 +190,21 @@ class Run:
         return cls(path, quiet=quiet)
 
     @classmethod
-    def resume(cls, path: str | Path, step: int, *, quiet: bool = False) -> Run:
-        """Reopen a run whose checkpoint ``step`` was just loaded; later metric rows are dropped."""
+    def resume(cls, path: str | Path, step: int, *, config: Any = None, quiet: bool = False) -> Run:
+        """Reopen a run whose checkpoint ``step`` was just loaded; later metric rows are dropped.
+
+        ``config`` (the config the run continues with, e.g. with more ``steps``) replaces the
+        one in ``config.json``; each resume is recorded there under ``resumed``.
+        """
         run = cls.open(path, quiet=quiet)
         run._resume_step = int(step)
+        meta = run.metadata
+        if config is not None:
+            meta["config"] = jsonable(config)
+        meta.setdefault("resumed", []).append(
+            {"from_step": int(step), "at": datetime.now().isoformat(timespec="seconds"), "command": sys.argv}
+        )
+        (run.path / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
         return run
 
     # ------------------------------------------------------------------ contents
