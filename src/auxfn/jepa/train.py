@@ -258,7 +258,7 @@ def train(cfg: JEPAConfig, *, out: str | Path | None = None, resume: str | Path 
     if resume is not None:
         ck = load_checkpoint(resume, {"model": model}, optimizers={"opt": opt}, config=cfg, ignore_fields=_RESUME_MAY_CHANGE, map_location=device)
         sampler.load(ck.state["sampler"])
-        run, start = Run.resume(resume, ck.step, quiet=quiet), ck.step
+        run, start = Run.resume(resume, ck.step, config=cfg, quiet=quiet), ck.step
     else:
         run, start = Run.create("jepa", cfg, name=f"{cfg.mode}-{cfg.env}", out=out, quiet=quiet), 0
 

@@ -137,7 +137,7 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
     optims = {f"agent_{i}": o for i, o in enumerate(trainer.optimizers)}
     if resume is not None:
         ck = load_checkpoint(resume, modules, optimizers=optims, config=cfg, ignore_fields=("trainer.max_steps", "checkpoint_every"))
-        run = Run.resume(resume, ck.step, quiet=quiet)
+        run = Run.resume(resume, ck.step, config=cfg, quiet=quiet)
         trainer.state.update(step=ck.step, cursor=int(ck.state["cursor"]))
         eval_before = float(ck.state["eval_before"])
     else:
