@@ -66,9 +66,9 @@ class FixedPoints:
         FixedPointFinder's convention) or ``Re lambda > 1 + tol`` (``"real"``, the notebooks')."""
         if self.eigvals is None:
             raise ValueError("eigenvalues were not computed (decompose=False)")
-        vals = self.eigvals.abs() if criterion == "modulus" else self.eigvals.real
         if criterion not in ("modulus", "real"):
             raise ValueError(f"criterion must be 'modulus' or 'real', got {criterion!r}")
+        vals = self.eigvals.abs() if criterion == "modulus" else self.eigvals.real
         return (vals > 1 + tol).sum(-1)
 
     def stability(self, criterion: str = "modulus", tol: float = 1e-6) -> list[str]:
