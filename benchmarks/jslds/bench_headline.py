@@ -63,6 +63,9 @@ def main() -> None:
     ap.add_argument("--eval-batch", type=int, default=256)
     ap.add_argument("--fp-candidates", type=int, default=1024)
     ap.add_argument("--fp-iters", type=int, default=3000)
+    ap.add_argument("--q-tol", type=float, default=None,
+                    help="keep fixed points with 1/2||F(h)-h||^2 below this; default n * 2.5e-7, i.e. the official "
+                         "notebooks' mean_n (F(h)-h)^2 < 5e-7")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--jslds-run", type=Path, default=None, help="reuse a trained co-trained run instead of training")
@@ -116,7 +119,9 @@ def main() -> None:
     pool_x = sres.model.x_star(xs_).flatten(0, 1)
     idx = torch.randperm(pool.shape[0], generator=g)[:N]
     t0 = time.perf_counter()
-    fps = find_fixed_points(sres.model.cell, pool[idx], pool_x[idx], lr=0.01, max_iters=args.fp_iters, q_tol=1e-9)
+    q_tol = args.q_tol if args.q_tol is not None else sres.model.n_state * 2.5e-7
+    row_s["q_tol"] = q_tol
+    fps = find_fixed_points(sres.model.cell, pool[idx], pool_x[idx], lr=0.01, max_iters=args.fp_iters, q_tol=q_tol)
     row_s["seconds_find_fixed_points"] = time.perf_counter() - t0
     row_s["n_candidates"] = N
     row_s["n_fixed_points"] = len(fps)
