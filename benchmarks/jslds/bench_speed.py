@@ -23,9 +23,11 @@ OFFICIAL_JAX = {(100, 256): 0.190, (64, 64): 0.0286}  # seconds per JSLDS step, 
 
 
 class AutogradGRU(GRUCell):
-    """The same cell without its analytic JVP: cell_jvp falls back to torch.func.jvp."""
+    """The same cell without its analytic JVP (nor the input-projected path): torch.func.jvp per step."""
 
     jvp = None
+    jvp_px = None
+    project_inputs = None
 
 
 def flops_per_step(n: int, u: int, B: int, T: int, jslds: bool) -> float:
