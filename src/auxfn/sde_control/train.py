@@ -179,7 +179,7 @@ def _train(cfg, *, out, resume, quiet, system, evaluate) -> ControlResult:
             generators={"data": data_gen, "batch": batch_gen},
         )
         state.update(ck.state)
-        run, start = Run.resume(resume, ck.step, quiet=quiet), ck.step
+        run, start = Run.resume(resume, ck.step, config=cfg, quiet=quiet), ck.step
     else:
         run, start = Run.create(METHOD_NAME, cfg, name=f"{cfg.system}-{cfg.method}", out=out, quiet=quiet), 0
     if state["extra"]:
