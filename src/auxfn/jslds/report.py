@@ -37,10 +37,11 @@ def _expansion_fp_loss(model: JSLDS, e: torch.Tensor, xs: torch.Tensor) -> torch
 
 
 def analyze_model(model: JSLDS, task, out_dir: str | Path, *, batch_size: int = 64, seed: int = 54321,
-                  n_candidates: int = 256, fp_iters: int = 2000, fp_lr: float = 0.01, q_tol: float = 1e-9,
+                  n_candidates: int = 256, fp_iters: int = 2000, fp_lr: float = 0.01, q_tol: float | None = None,
                   jslds: bool = True, figures: bool = True) -> tuple[dict[str, Any], list[Path]]:
     """Metrics (``analysis/*``) and figure paths for ``model`` on ``task``.
 
+    ``q_tol`` defaults to ``n * 2.5e-7``: the official notebooks' ``mean_n (F(h) - h)^2 < 5e-7``.
     With ``jslds=False`` (a plain RNN) only the RNN's fixed points and its nearest-fixed-point
     linearisation are computed; candidates are then RNN states instead of expansion points.
     """
@@ -70,6 +71,8 @@ def analyze_model(model: JSLDS, task, out_dir: str | Path, *, batch_size: int = 
     jh, _ = model.linear_system(pool[idx[:64]], pool_xs[idx[:64]])
     top = torch.linalg.eigvals(jh.double()).abs().max(-1).values
     metrics["analysis/top_abs_eigenvalue_median"] = top.median().item()
+    if q_tol is None:
+        q_tol = n * 2.5e-7
     t0 = time.perf_counter()
     fps = find_fixed_points(model.cell, pool[idx], pool_xs[idx], lr=fp_lr, max_iters=fp_iters, q_tol=q_tol,
                             unique_tol=1e-3, eigenvectors=False)
