@@ -99,3 +99,16 @@ def test_presets_match_the_notebooks():
     std = PRESETS["standard-flipflop"].config
     assert std.weights.needs_jslds is False and std.w_rnn == 1
     assert PRESETS["quick-flipflop"].config.n_state == 64
+
+
+@pytest.mark.slow
+def test_quick_flipflop_preset_reaches_the_benchmark_result(tmp_path):
+    """The quick-flipflop preset (about 3-10 minutes on a 2-core CPU): measured 0.102 relative error."""
+    from auxfn.jslds.analysis import relative_error
+    from auxfn.jslds.train import evaluate
+
+    res = train(PRESETS["quick-flipflop"].config, out=tmp_path / "run")
+    metrics, tr, _ = evaluate(res.model, res.task, 256, seed=777)
+    assert relative_error(tr.a, tr.h) < 0.15
+    assert metrics["eval/bit_accuracy_rnn"] > 0.99 and metrics["eval/bit_accuracy_jslds"] > 0.99
+    assert metrics["eval/fixed_point_loss"] < 1e-4
