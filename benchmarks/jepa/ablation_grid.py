@@ -16,7 +16,7 @@ from pathlib import Path
 
 from auxfn.jepa.ablation import ENV_SETTINGS, run_grid
 from auxfn.jepa.losses import MODES
-from auxfn.jepa.train import PRESETS
+from auxfn.jepa.training import PRESETS
 
 
 def main() -> None:

@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from auxfn.jepa.audit import count_clusters, rankme, ridge_probe, silhouette
+from auxfn.jepa.auditing import count_clusters, rankme, ridge_probe, silhouette
 from auxfn.jepa.losses import MODES
-from auxfn.jepa.train import JEPAConfig, train
+from auxfn.jepa.training import JEPAConfig, train
 
 
 def test_rankme_counts_effective_dimensions():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from auxfn.jepa.audit import latent_audit
+from auxfn.jepa.auditing import latent_audit
 from auxfn.jepa.bisim import largest_bisimulation
 from auxfn.jepa.envs import CountingMDP, GridWorldMDP, NuisanceProduct, RingMDP, transition_table
 from auxfn.jepa.theory import optimal_coarsening_losses, quotient_model

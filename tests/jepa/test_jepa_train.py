@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 
 from auxfn.core.config import ConfigError
 from auxfn.core.errors import DivergedError
-from auxfn.jepa import train as train_mod
-from auxfn.jepa.audit import audit
+from auxfn.jepa import training as train_mod
+from auxfn.jepa.auditing import audit
 from auxfn.jepa.envs import TabularMDP
-from auxfn.jepa.train import JEPAConfig, load_run, train
+from auxfn.jepa.training import JEPAConfig, load_run, train
 
 TINY = JEPAConfig(steps=20, batch_size=32, hidden=64, latent_dim=8, log_every=5, checkpoint_every=10, audit_n_render=2, figures=False)
 
@@ -140,3 +140,11 @@ def test_quick_preset_organises_latents_by_count(tmp_path):
     res = train(train_mod.PRESETS["quick"].config, out=tmp_path / "q")
     assert res.report.n_separated_classes == 9 and res.report.n_collapsed_pairs == 0
     assert res.report.centroid_acc_heldout >= 0.7
+
+
+def test_package_exports_functions_not_same_named_submodules():
+    import inspect
+
+    from auxfn.jepa import PRESETS, audit, train
+
+    assert inspect.isfunction(train) and inspect.isfunction(audit) and "quick" in PRESETS

@@ -21,8 +21,8 @@ _EXPORTS = {
     "bisim": ("Bisimulation", "EmpiricalBisimulation", "empirical_bisimulation", "largest_bisimulation"),
     "models": ("AuxHead", "Encoder", "JEPAModel", "Transition"),
     "losses": ("jepa_losses", "two_hot", "two_hot_ce", "vicreg_terms", "MODES"),
-    "train": ("JEPAConfig", "JEPAResult", "PRESETS", "load_run", "train"),
-    "audit": ("AuditReport", "audit"),
+    "training": ("JEPAConfig", "JEPAResult", "PRESETS", "load_run", "train"),
+    "auditing": ("AuditReport", "audit"),
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

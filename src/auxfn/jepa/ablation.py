@@ -1,6 +1,6 @@
 """The ablation grid: training modes x seeds x environments, each trained and audited.
 
-``run_grid`` trains every cell with :func:`auxfn.jepa.train.train` and collects the
+``run_grid`` trains every cell with :func:`auxfn.jepa.training.train` and collects the
 audit's headline numbers into ``results.json`` and ``results.md`` (one row per cell,
 then means and standard deviations over seeds).
 """
@@ -36,7 +36,7 @@ COLUMNS = [
 
 def run_grid(modes=MODES, seeds=(0, 1, 2), envs=tuple(ENV_SETTINGS), out: str | Path = "benchmarks/jepa/results", base=None, quiet: bool = True, log=print) -> dict[str, Any]:
     """Train and audit every (env, mode, seed); write results.json and results.md into ``out``."""
-    from auxfn.jepa.train import PRESETS, train
+    from auxfn.jepa.training import PRESETS, train
 
     base = base or PRESETS["quick"].config
     unknown = [m for m in modes if m not in MODES]

@@ -13,14 +13,14 @@ __all__ = ["METHOD"]
 
 
 def _presets() -> dict[str, Preset]:
-    from auxfn.jepa.train import PRESETS
+    from auxfn.jepa.training import PRESETS
 
     return PRESETS
 
 
 def _train(argv: list[str]) -> int:
     from auxfn.cli import train_command
-    from auxfn.jepa.train import PRESETS, train
+    from auxfn.jepa.training import PRESETS, train
 
     return train_command("jepa", PRESETS, train, default_preset="quick")(argv)
 
@@ -53,7 +53,7 @@ def _audit(argv: list[str]) -> int:
     Run.open(run_dir)  # a clear error when it is not a run directory
     if opts.n_render is not None and opts.n_render < 2:
         raise UserError(f"--n-render must be >= 2, got {opts.n_render}")
-    from auxfn.jepa.train import reaudit
+    from auxfn.jepa.training import reaudit
 
     _, report = reaudit(run_dir, opts.n_render)
     print(report.markdown())
@@ -83,7 +83,7 @@ def _ablation(argv: list[str]) -> int:
     from auxfn.cli import parse
     from auxfn.core.errors import UserError
     from auxfn.jepa.ablation import run_grid
-    from auxfn.jepa.train import PRESETS
+    from auxfn.jepa.training import PRESETS
 
     args = parse(AblationArgs, argv, prog="auxfn jepa ablation")
     try:
@@ -100,7 +100,7 @@ def _demo(ctx: DemoContext) -> DemoResult:
     import dataclasses
 
     from auxfn.core.plotting import save_figure, subplots
-    from auxfn.jepa.train import PRESETS, train
+    from auxfn.jepa.training import PRESETS, train
 
     base = PRESETS["quick"].config
     if ctx.quick:

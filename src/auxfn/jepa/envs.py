@@ -6,7 +6,7 @@ Every environment is a *tabular core* (a :class:`TabularMDP`) plus a thin
 auxiliary function ``p(s)`` and a renderer that turns a state and a per-episode
 nuisance (shape, colour, positions, background) into pixels. Because the state space
 is finite, the largest bisimulation, distinguishing depths and probes can be computed
-exactly (``auxfn.jepa.bisim``, ``auxfn.jepa.audit``).
+exactly (``auxfn.jepa.bisim``, ``auxfn.jepa.auditing``).
 
 A user MDP plugs in by subclassing :class:`TabularMDP` (or providing the same
 methods): ``n_states``, ``n_actions``, ``step``, ``aux``, ``sample_nuisance``,

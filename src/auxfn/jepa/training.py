@@ -160,7 +160,7 @@ class JEPAResult:
     run_dir: Path
     summary: dict[str, Any]
     model: JEPAModel
-    report: Any  # auxfn.jepa.audit.AuditReport
+    report: Any  # auxfn.jepa.auditing.AuditReport
     config: JEPAConfig
 
 
@@ -302,7 +302,7 @@ def train(cfg: JEPAConfig, *, out: str | Path | None = None, resume: str | Path 
 def _finish(run: Run, cfg: JEPAConfig, model: JEPAModel, core: TabularMDP, transitions: np.ndarray | None, seconds: float | None = None):
     """Audit the model, write summary.json, figures and report.md."""
     from auxfn.core.plotting import save_figure, subplots
-    from auxfn.jepa.audit import audit, audit_figures
+    from auxfn.jepa.auditing import audit, audit_figures
 
     model.eval()
     report = audit(model, core, cfg.audit_n_render, seed=cfg.seed, aux=cfg.audit_aux, train_aux=cfg.train_aux, random_dim=cfg.random_dim, random_seed=cfg.seed, transitions=transitions)
