@@ -254,7 +254,7 @@ def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:
     if resume is not None:
         ck = load_checkpoint(resume, _modules(model), optimizers={"adam": opt}, schedulers={"lr": sched}, config=cfg,
                              ignore_fields=_RESUMABLE, generators={"data": gen}, map_location=device)
-        run, start = Run.resume(resume, ck.step, quiet=quiet), ck.step
+        run, start = Run.resume(resume, ck.step, config=cfg, quiet=quiet), ck.step
         if start >= cfg.steps:
             raise UserError(f"{resume} already ran {start} steps; pass --steps N with N > {start} to continue")
     else:
