@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from auxfn.jepa.losses import LOSS_MODES, jepa_losses, symlog, two_hot, two_hot_ce, two_hot_decode, vicreg_terms
+from auxfn.jepa.losses import (
+    LOSS_MODES,
+    jepa_losses,
+    symlog,
+    two_hot,
+    two_hot_ce,
+    two_hot_decode,
+    vicreg_terms,
+)
 from auxfn.jepa.models import AuxHead, Encoder, JEPAModel, Transition
 
 OBS = (3, 8, 8)

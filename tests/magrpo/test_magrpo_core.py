@@ -61,7 +61,9 @@ def test_one_agent_equals_grpo_advantage():
 
 def _hand_tree():
     # root: 2 joint actions, rewards [1, 0]; child 0 rewards [2, 4]; child 1 rewards [0, 1]
-    mk = lambda t, r: Node(turn=t, prompts=["p"], completions=[["a", "b"]], combos=[(0,), (1,)], rewards=np.array(r))
+    def mk(t, r):
+        return Node(turn=t, prompts=["p"], completions=[["a", "b"]], combos=[(0,), (1,)], rewards=np.array(r))
+
     root = mk(0, [1.0, 0.0])
     root.children = [mk(1, [2.0, 4.0]), mk(1, [0.0, 1.0])]
     return root

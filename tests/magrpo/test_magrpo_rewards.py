@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 
 from auxfn.magrpo.rewards import (
-    arxiv_score, aux_main_code_reward, aux_main_code_score, call_reward, combine_rewards,
-    make_reward_specs, tldr_reward, tldr_score,
+    arxiv_score,
+    aux_main_code_reward,
+    aux_main_code_score,
+    call_reward,
+    combine_rewards,
+    make_reward_specs,
+    tldr_reward,
+    tldr_score,
 )
 
 PROMPTS = [["p1", "p1"], ["p2", "p2"]]

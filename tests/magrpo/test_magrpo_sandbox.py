@@ -24,7 +24,8 @@ def test_pass_fail_error():
 def test_infinite_loop_times_out():
     t0 = time.perf_counter()
     r = run_python("while True:\n    pass\n", [], FAST)
-    assert r.status == "timeout" and time.perf_counter() - t0 < 4.5
+    # the loop is ended by the limits (not left running): generous margin for a loaded machine
+    assert r.status == "timeout" and time.perf_counter() - t0 < FAST.wall_time + 5
 
 
 def test_fork_bomb_and_memory_bomb_hit_limits():

@@ -212,6 +212,6 @@ def test_lora_agents_and_shared_base(tok, tmp_path, shared):
     with torch.no_grad():
         outs = [AutoModelForCausalLM.from_pretrained(p)(ids).logits for p in paths]
         live = [tr.agent(i).eval()(ids).logits for i in range(2)]
-    for o, l in zip(outs, live):
-        torch.testing.assert_close(o, l, atol=1e-5, rtol=1e-4)
+    for saved, current in zip(outs, live):
+        torch.testing.assert_close(saved, current, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(outs[0], outs[1])  # two different agents

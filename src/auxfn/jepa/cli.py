@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
 from auxfn.core.registry import DemoContext, DemoResult, Method, Preset
 
 __all__ = ["METHOD"]

@@ -30,7 +30,14 @@ from auxfn.core.config import ConfigError, check_choice, check_positive, check_r
 from auxfn.core.registry import Preset
 from auxfn.core.runs import Run
 from auxfn.core.seeding import resolve_device, seed_everything
-from auxfn.jepa.envs import CountingMDP, GridWorldMDP, RingMDP, TabularMDP, make_aux_fn, transition_table
+from auxfn.jepa.envs import (
+    CountingMDP,
+    GridWorldMDP,
+    RingMDP,
+    TabularMDP,
+    make_aux_fn,
+    transition_table,
+)
 from auxfn.jepa.losses import MODES, jepa_losses
 from auxfn.jepa.models import JEPAModel
 

@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 
-
 _PRELOAD = (
     "math", "cmath", "re", "string", "itertools", "functools", "collections", "heapq", "bisect",
     "operator", "copy", "typing", "random", "statistics", "fractions", "decimal", "json", "hashlib",

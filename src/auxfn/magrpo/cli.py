@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from auxfn.cli import parse, presets_command, train_command
 from auxfn.core.errors import UserError
@@ -98,7 +97,7 @@ class BaselinesArgs:
 
     task: str = "length-ratio"
     """length-ratio or coop-sum."""
-    run: Optional[Path] = None
+    run: Path | None = None
     """A finished run directory: its trained agents are scored too, and its task is used."""
     items: int = 16
     """Eval items."""
@@ -143,7 +142,7 @@ def _baselines_command(argv: list[str]) -> int:
 
 def _demo(ctx: DemoContext) -> DemoResult:
     from auxfn.magrpo.sandbox import SandboxLimits, run_python
-    from auxfn.magrpo.train import TrainConfig, train
+    from auxfn.magrpo.train import train
 
     base = _presets()["quick"].config
     import dataclasses

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["TASKS", "Task", "coop_sum_reward", "get_task", "length_ratio_reward"]
 

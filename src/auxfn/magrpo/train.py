@@ -203,13 +203,12 @@ def reward_figure(rows: list[dict[str, Any]], before: float, after: float, folde
 def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     """Reload a run's final agents (``model/agent_<i>``) and recompute its eval reward and figure."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
     from auxfn.core.config import from_dict
     from auxfn.core.errors import UserError
     from auxfn.core.runs import Run
     from auxfn.core.seeding import seed_everything
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     run = Run.open(run_dir)
