@@ -78,3 +78,19 @@ def test_seed_everything_is_repeatable_and_checks_its_input():
     assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
         seed_everything(-1)
+
+
+def test_torch_threads_restores_the_callers_setting():
+    import pytest
+
+    from auxfn.core.seeding import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(0):
+        assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be a non-negative integer"):
+        with torch_threads(-1):
+            pass

@@ -9,9 +9,10 @@ then draws exactly the numbers the uninterrupted run would have drawn.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ __all__ = [
     "resolve_device",
     "restore_rng_state",
     "seed_everything",
+    "torch_threads",
 ]
 
 
@@ -62,6 +64,25 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was asked for but CUDA is not available on this machine")
     return device
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with torch using ``n`` CPU threads (0: torch's current setting), then restore it.
+
+    Small models often train faster on one thread than on a pool whose start-up costs more than
+    the work, and much faster when the cores are shared; the caller's setting is restored so a
+    library call never changes the user's process for good.
+    """
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"threads must be a non-negative integer, got {n!r}")
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _tensor_to_list(t: torch.Tensor) -> list[int]:

@@ -29,7 +29,7 @@ from auxfn.core.checkpoint import load_checkpoint, save_checkpoint
 from auxfn.core.config import ConfigError, check_choice, check_positive, check_range, from_dict
 from auxfn.core.registry import Preset
 from auxfn.core.runs import Run
-from auxfn.core.seeding import resolve_device, seed_everything
+from auxfn.core.seeding import resolve_device, seed_everything, torch_threads
 from auxfn.jepa.envs import (
     CountingMDP,
     GridWorldMDP,
@@ -255,8 +255,11 @@ def train(cfg: JEPAConfig, *, out: str | Path | None = None, resume: str | Path 
     Raises :class:`~auxfn.core.errors.DivergedError` when a loss becomes non-finite.
     """
     device = resolve_device(cfg.device)
-    if cfg.threads > 0 and device.type == "cpu":
-        torch.set_num_threads(cfg.threads)
+    with torch_threads(cfg.threads if device.type == "cpu" else 0):
+        return _train(cfg, device, out=out, resume=resume, quiet=quiet)
+
+
+def _train(cfg: JEPAConfig, device: torch.device, *, out, resume, quiet: bool) -> JEPAResult:
     seed_everything(cfg.seed)
     core = build_env(cfg)
     model = build_model(cfg, core).to(device)

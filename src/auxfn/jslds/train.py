@@ -20,7 +20,7 @@ from auxfn.core.config import ConfigError, check_choice, check_positive, check_r
 from auxfn.core.errors import UserError
 from auxfn.core.registry import Preset
 from auxfn.core.runs import Run
-from auxfn.core.seeding import make_generator, resolve_device, seed_everything
+from auxfn.core.seeding import make_generator, resolve_device, seed_everything, torch_threads
 from auxfn.jslds.analysis import relative_error
 from auxfn.jslds.cells import GRUCell, VanillaRNNCell, cell_dims
 from auxfn.jslds.losses import LossWeights, jslds_losses
@@ -232,13 +232,8 @@ def train(cfg: JSLDSConfig, *, out: str | Path | None = None, resume: str | Path
     gradient stops the run with :class:`auxfn.core.errors.DivergedError` naming the last
     good checkpoint.
     """
-    threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _train(cfg, out=out, resume=resume, quiet=quiet, task=task, cell=cell)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:

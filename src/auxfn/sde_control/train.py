@@ -26,7 +26,7 @@ from torch import nn
 
 from auxfn.core.checkpoint import load_checkpoint, save_checkpoint
 from auxfn.core.runs import Run
-from auxfn.core.seeding import make_generator, seed_everything
+from auxfn.core.seeding import make_generator, seed_everything, torch_threads
 from auxfn.sde_control.config import ControlConfig
 from auxfn.sde_control.controllers import DifferenceMLP, LinearGain, ZeroPreservingMLP
 from auxfn.sde_control.generator import generator
@@ -137,15 +137,10 @@ def train(
     continues a run from its newest checkpoint (identical to an uninterrupted run).
     A non-finite loss raises :class:`auxfn.core.errors.DivergedError` naming the last good checkpoint.
     """
-    old_threads = torch.get_num_threads()
-    if cfg.threads:
-        # tiny nets: thread start-up costs more than the work; on a shared 2-core machine
-        # the default thread pool made an AS step 60x slower (207 ms vs 3.4 ms, measured)
-        torch.set_num_threads(cfg.threads)
-    try:
+    # tiny nets: thread start-up costs more than the work; on a shared 2-core machine
+    # the default thread pool made an AS step 60x slower (207 ms vs 3.4 ms, measured)
+    with torch_threads(cfg.threads):
         return _train(cfg, out=out, resume=resume, quiet=quiet, system=system, evaluate=evaluate)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _train(cfg, *, out, resume, quiet, system, evaluate) -> ControlResult:
