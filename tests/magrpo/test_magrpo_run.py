@@ -68,3 +68,15 @@ def test_cli_is_light_and_reports_bad_input():
     bad = subprocess.run([sys.executable, "-m", "auxfn", "magrpo", "train", "--trainer.num-generations", "0"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "num_generations" in bad.stderr
+
+
+def test_missing_llm_extra_is_one_clear_line(monkeypatch, capsys):
+    import importlib.util
+
+    from auxfn import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a))
+    assert cli.main(["magrpo", "train", "--preset", "quick"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ['auxfn: error: auxfn magrpo needs transformers: install the llm extra, e.g. pip install -e ".[llm]" (or pip install "auxfn[llm]")']

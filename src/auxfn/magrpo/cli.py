@@ -71,7 +71,20 @@ class _Lazy(dict):
 PRESETS = _Lazy()
 
 
+def _require_llm() -> None:
+    """The LLM path needs the ``llm`` extra; say so in one line instead of an import traceback."""
+    import importlib.util
+
+    missing = [m for m in ("transformers", "peft") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(
+            f"auxfn magrpo needs {' and '.join(missing)}: install the llm extra, "
+            'e.g. pip install -e ".[llm]" (or pip install "auxfn[llm]")'
+        )
+
+
 def _train(cfg, *, out=None, resume=None, quiet=False):
+    _require_llm()
     from auxfn.magrpo.train import train
 
     return train(cfg, out=out, resume=resume, quiet=quiet)
@@ -84,6 +97,7 @@ def _eval_command(argv: list[str]) -> int:
         return 0
     if len(argv) != 1:
         raise UserError(f"auxfn magrpo eval takes one RUN_DIR, got {len(argv)} arguments")
+    _require_llm()
     from auxfn.magrpo.train import evaluate_run
 
     for k, v in evaluate_run(Path(argv[0])).items():
@@ -109,6 +123,7 @@ class BaselinesArgs:
 
 def _baselines_command(argv: list[str]) -> int:
     args = parse(BaselinesArgs, argv, prog="auxfn magrpo baselines")
+    _require_llm()
     import dataclasses
 
     from auxfn.core.seeding import seed_everything
@@ -141,6 +156,7 @@ def _baselines_command(argv: list[str]) -> int:
 
 
 def _demo(ctx: DemoContext) -> DemoResult:
+    _require_llm()
     from auxfn.magrpo.sandbox import SandboxLimits, run_python
     from auxfn.magrpo.train import train
 
