@@ -36,7 +36,7 @@ from auxfn import __version__
 from auxfn.core.errors import DivergedError, UserError
 from auxfn.core.registry import DemoContext, DemoResult, Method, Preset, load_errors, registered
 
-__all__ = ["main", "parse", "presets_command", "run", "train_command"]
+__all__ = ["main", "parse", "pop_option", "presets_command", "run", "train_command"]
 
 T = TypeVar("T")
 _BOX = re.compile(r"[╭╮╰╯│─]+")
@@ -85,7 +85,7 @@ def parse(cls: Callable[..., T], argv: Sequence[str], *, default: Any = None, pr
 # --------------------------------------------------------------------------- helpers for methods
 
 
-def _pop_option(argv: list[str], name: str, *, flag: bool = False) -> Any:
+def pop_option(argv: list[str], name: str, *, flag: bool = False) -> Any:
     """Remove ``--name VALUE`` / ``--name=VALUE`` (or a bare ``--name`` flag) from ``argv``."""
     for i, arg in enumerate(argv):
         if flag and arg == name:
@@ -125,10 +125,10 @@ def train_command(
     def command(argv: list[str]) -> int:
         argv = list(argv)
         prog = f"auxfn {method} train"
-        preset_name = _pop_option(argv, "--preset") or default_preset
-        out = _pop_option(argv, "--out")
-        resume = _pop_option(argv, "--resume")
-        quiet = bool(_pop_option(argv, "--quiet", flag=True))
+        preset_name = pop_option(argv, "--preset") or default_preset
+        out = pop_option(argv, "--out")
+        resume = pop_option(argv, "--resume")
+        quiet = bool(pop_option(argv, "--quiet", flag=True))
         if preset_name not in presets:
             raise UsageError(f"unknown preset {preset_name!r} for {method}; choose one of {', '.join(presets)}")
         default = presets[preset_name].config

@@ -13,31 +13,15 @@ from auxfn.core.registry import DemoContext, DemoResult, Method, Preset
 NAME = "sde-control"
 
 
-def _pop(argv: list[str], name: str) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == name:
-            if i + 1 >= len(argv):
-                from auxfn.cli import UsageError
-
-                raise UsageError(f"{name} needs a value")
-            value = argv[i + 1]
-            del argv[i : i + 2]
-            return value
-        if arg.startswith(name + "="):
-            del argv[i]
-            return arg.split("=", 1)[1]
-    return None
-
-
 def _train(argv: list[str]) -> int:
     """``train [--system S] [--method M] [--preset paper|quick] [--field value ...] [--out DIR] [--resume DIR]``."""
-    from auxfn.cli import UsageError, train_command
+    from auxfn.cli import UsageError, pop_option, train_command
     from auxfn.sde_control.config import METHODS, SYSTEM_NAMES, preset
     from auxfn.sde_control.train import train
 
     argv = list(argv)
-    system = _pop(argv, "--system") or "harmonic"
-    method = _pop(argv, "--method") or "as"
+    system = pop_option(argv, "--system") or "harmonic"
+    method = pop_option(argv, "--method") or "as"
     if system not in SYSTEM_NAMES:
         raise UsageError(f"unknown system {system!r}; choose one of {', '.join(SYSTEM_NAMES)}")
     if method not in METHODS:
