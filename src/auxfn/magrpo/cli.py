@@ -9,12 +9,18 @@ from auxfn.cli import parse, presets_command, train_command
 from auxfn.core.errors import UserError
 from auxfn.core.registry import DemoContext, DemoResult, Method, Preset
 
+CODE_LR = 2e-4
+
 
 def _presets() -> dict[str, Preset]:
+    import dataclasses
+
     from auxfn.magrpo.config import MAGRPOConfig
     from auxfn.magrpo.train import TrainConfig
 
     quick = MAGRPOConfig(num_generations=8, max_completion_length=16, learning_rate=3e-3, temperature=1.0, top_p=1.0, max_steps=60)
+    code = MAGRPOConfig(num_generations=8, max_completion_length=32, learning_rate=CODE_LR, temperature=1.0, top_p=1.0, max_steps=200)
+    code_q = dict(warmup_steps=200, eval_items=8, eval_samples=4)
     return {
         "quick": Preset("length-ratio, 2 tiny Llama agents, G=8, 60 steps (~20 s on 1 core)", TrainConfig(trainer=quick)),
         "length-ratio": Preset(
@@ -23,6 +29,22 @@ def _presets() -> dict[str, Preset]:
         "coop-sum": Preset(
             "cooperative arithmetic with partial observations, G=8, 300 steps",
             TrainConfig(task="coop-sum", trainer=MAGRPOConfig(**{**_fields(quick), "max_completion_length": 4, "max_steps": 300}), checkpoint_every=50),
+        ),
+        "aux-code-quick": Preset(
+            "aux/main coding in the tiny function language: 200 warm-up steps, then 20 MAGRPO steps, G=8",
+            TrainConfig(task="aux-code", trainer=dataclasses.replace(code, max_steps=20), checkpoint_every=20, **code_q),
+        ),
+        "aux-code": Preset(
+            "aux/main coding: 400 warm-up steps, 200 MAGRPO steps, G=8",
+            TrainConfig(task="aux-code", trainer=code, warmup_steps=400, checkpoint_every=50),
+        ),
+        "aux-code-mt-quick": Preset(
+            "two-turn aux/main coding with sandbox feedback: 200 warm-up steps, 10 MAGRPO steps, G=4 (16 leaves)",
+            TrainConfig(task="aux-code-mt", trainer=dataclasses.replace(code, num_generations=4, num_turns=2, max_steps=10), checkpoint_every=10, **code_q),
+        ),
+        "aux-code-mt": Preset(
+            "two-turn aux/main coding: 400 warm-up steps, 200 MAGRPO steps, G=4",
+            TrainConfig(task="aux-code-mt", trainer=dataclasses.replace(code, num_generations=4, num_turns=2), warmup_steps=400, checkpoint_every=50),
         ),
     }
 
@@ -71,6 +93,31 @@ class _Lazy(dict):
 PRESETS = _Lazy()
 
 
+def _option(argv: list[str], name: str) -> str | None:
+    for i, a in enumerate(argv):
+        if a == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+_base_train_command = None
+
+
+def _train_command(argv: list[str]) -> int:
+    """``train`` with task-aware presets: ``--task T --preset quick`` uses preset ``T-quick`` when it exists."""
+    global _base_train_command
+    if _base_train_command is None:
+        _base_train_command = train_command("magrpo", PRESETS, _train, default_preset="quick")
+    argv = list(argv)
+    task, preset = _option(argv, "--task"), _option(argv, "--preset")
+    if task and (preset is None or preset == "quick") and f"{task}-quick" in PRESETS:
+        argv = [a for i, a in enumerate(argv) if not (a == "--preset" or a.startswith("--preset=") or (i and argv[i - 1] == "--preset"))]
+        argv = ["--preset", f"{task}-quick", *argv]
+    return _base_train_command(argv)
+
+
 def _require_llm() -> None:
     """The LLM path needs the ``llm`` extra; say so in one line instead of an import traceback."""
     import importlib.util
@@ -110,7 +157,7 @@ class BaselinesArgs:
     """Score the paper's inference baselines (naive, sequential, discussion, single) on a toy task."""
 
     task: str = "length-ratio"
-    """length-ratio or coop-sum."""
+    """length-ratio, coop-sum or aux-code (aux-code warms the untrained agents up first, as training does)."""
     run: Path | None = None
     """A finished run directory: its trained agents are scored too, and its task is used."""
     items: int = 16
@@ -136,10 +183,15 @@ def _baselines_command(argv: list[str]) -> int:
 
         cfg = from_dict(TrainConfig, Run.open(args.run).metadata["config"])
     else:
-        base = _presets()["quick"].config
+        presets = _presets()
+        base = presets.get(f"{args.task}-quick", presets["quick"]).config
         cfg = dataclasses.replace(base, task=args.task, trainer=dataclasses.replace(base.trainer, seed=args.seed))
     seed_everything(args.seed)
-    _, task, trainer = build(cfg)
+    tok, task, trainer = build(cfg)
+    if cfg.warmup_steps:  # the baselines start from the same warmed-up agents as MAGRPO
+        from auxfn.magrpo.train import run_warmup
+
+        run_warmup(cfg, tok, task, trainer)
     items = task.eval[: args.items]
     rows = [(f"untrained {b}", run_baseline(trainer, b, items, args.samples)) for b in BASELINES]
     if args.run is not None:
@@ -200,7 +252,7 @@ METHOD = Method(
     name="magrpo",
     summary="multi-agent GRPO: language-model agents trained on one shared joint reward",
     commands={
-        "train": ("train two tiny agents on a toy task", train_command("magrpo", PRESETS, _train, default_preset="quick")),
+        "train": ("train two tiny agents on a toy task (--task T --preset quick picks preset T-quick)", _train_command),
         "eval": ("reload a run's agents and recompute its eval reward", _eval_command),
         "baselines": ("score the inference baselines (and a trained run) on a toy task", _baselines_command),
         "presets": ("list presets", presets_command(PRESETS)),

@@ -66,6 +66,8 @@ class MAGRPOConfig:
     """With a peft_config: one base model, one LoRA adapter per agent (else one model each)."""
     prompts_per_step: int = 1
     """Dataset items per optimizer step (paper: 1)."""
+    generation_backend: str = "auto"
+    """lean (cached sampling loop), generate (Hugging Face generate) or auto (lean where supported)."""
     max_steps: int = 100
     """Optimizer steps of train()."""
     logging_steps: int = 10
@@ -95,6 +97,7 @@ class MAGRPOConfig:
         check_choice("loss_aggregation", self.loss_aggregation, LOSS_AGGREGATIONS)
         if self.termination_threshold is not None:
             check_range("termination_threshold", self.termination_threshold)
+        check_choice("generation_backend", self.generation_backend, ("auto", "lean", "generate"))
         check_range("prompts_per_step", self.prompts_per_step, 1)
         check_range("max_steps", self.max_steps, 1)
         check_range("logging_steps", self.logging_steps, 1)

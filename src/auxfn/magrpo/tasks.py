@@ -6,6 +6,10 @@
 - ``coop_sum``: cooperative arithmetic with partial observations. Agent 1 sees the target
   T, agent 2 only that its number must be a single digit; reward 0.25 per agent whose
   answer is a plain integer, plus 1 - min(1, |a + b - T| / T) once both are (max 1.5).
+- ``aux-code``: agent 1 writes ``aux``, agent 2 writes ``f`` (which may call ``aux``) in a
+  tiny function language, graded by unit tests in the sandbox with the paper's code
+  reward levels (max 4.0); see :mod:`auxfn.magrpo.codetask`. Needs a supervised warm-up.
+- ``aux-code-mt``: the same with two turns; turn-2 prompts carry the sandbox's verdict.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ class Task:
     formatters: list[Callable[[dict[str, Any]], str]]
     reward: Callable[..., list[float]]
     max_reward: float
+    transition: Callable[..., list[str]] | None = None
+    """External transition of multi-turn tasks (None: single-turn only)."""
+    warmup_data: Callable[..., list[list[tuple[str, str]]]] | None = None
+    """``f(n, seed, match) -> per-agent (prompt, completion) pairs`` for the supervised warm-up."""
 
 
 def length_ratio_reward(completions1: Sequence[str], completions2: Sequence[str], batch_items=None, **_: Any) -> list[float]:
@@ -70,17 +78,41 @@ def _length_ratio(ratio: float, seed: int) -> Task:
 def _coop_sum(seed: int) -> Task:
     rng = random.Random(seed)
     items = [{"target": rng.randint(2, 18)} for _ in range(64)]
+    fmts = [lambda it: f"t={it['target']} a=", lambda it: "one digit b="]
+
+    def warm(n: int, s: int, match: float) -> list[list[tuple[str, str]]]:
+        # format templates: a plain integer for agent 1, one digit for agent 2; with
+        # probability ``match`` agent 1's number is T - 5 (a convention the pair could use)
+        r = random.Random(s)
+        data: list[list[tuple[str, str]]] = [[], []]
+        for _ in range(n):
+            it = r.choice(items[:48])
+            a = it["target"] - 5 if r.random() < match else r.randint(0, 18)
+            data[0].append((fmts[0](it), str(a)))
+            data[1].append((fmts[1](it), str(r.randint(0, 9))))
+        return data
+
+    return Task("coop-sum", items[:48], items[48:], fmts, coop_sum_reward, 1.5, warmup_data=warm)
+
+
+def _aux_code(seed: int, turns: int) -> Task:
+    from auxfn.magrpo import codetask
+
+    items = codetask.make_problems(64, seed)
+    train = items[:48]
     return Task(
-        "coop-sum",
-        items[:48],
+        "aux-code" if turns == 1 else "aux-code-mt",
+        train,
         items[48:],
-        [lambda it: f"t={it['target']} a=", lambda it: "one digit b="],
-        coop_sum_reward,
-        1.5,
+        [codetask.aux_prompt, codetask.main_prompt],
+        codetask.code_reward,
+        4.0,
+        transition=codetask.code_feedback_transition if turns > 1 else None,
+        warmup_data=lambda n, s, match: codetask.template_pairs(train, n, s, match=match, turns=turns),
     )
 
 
-TASKS = ("length-ratio", "coop-sum")
+TASKS = ("length-ratio", "coop-sum", "aux-code", "aux-code-mt")
 
 
 def get_task(name: str, *, seed: int = 0, ratio: float = 2.0) -> Task:
@@ -88,4 +120,8 @@ def get_task(name: str, *, seed: int = 0, ratio: float = 2.0) -> Task:
         return _length_ratio(ratio, seed)
     if name == "coop-sum":
         return _coop_sum(seed)
+    if name == "aux-code":
+        return _aux_code(seed, 1)
+    if name == "aux-code-mt":
+        return _aux_code(seed, 2)
     raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")

@@ -49,7 +49,7 @@ class TrainConfig:
     """A MAGRPO run on a toy cooperative task."""
 
     task: str = "length-ratio"
-    """length-ratio or coop-sum."""
+    """length-ratio, coop-sum, aux-code or aux-code-mt (the last needs trainer.num_turns=2)."""
     ratio: float = 2.0
     """Target length ratio len(c2)/len(c1) of the length-ratio task."""
     trainer: MAGRPOConfig = MAGRPOConfig(
@@ -68,6 +68,12 @@ class TrainConfig:
     """cpu, cuda or auto."""
     threads: int = 1
     """torch CPU threads (tiny models run fastest on one; 0 = torch's default)."""
+    warmup_steps: int = 0
+    """Supervised warm-up steps per agent on the task's template programs before MAGRPO (0 = none)."""
+    warmup_match: float = 0.5
+    """Fraction of warm-up templates that are the item's intended solution (the rest: random templates)."""
+    warmup_lr: float = 3e-3
+    """AdamW learning rate of the warm-up."""
 
     def __post_init__(self) -> None:
         from auxfn.magrpo.tasks import TASKS
@@ -78,10 +84,20 @@ class TrainConfig:
         check_range("eval_samples", self.eval_samples, 1)
         check_range("checkpoint_every", self.checkpoint_every, 1)
         check_range("threads", self.threads, 0)
-        if self.trainer.num_agents != 2:
-            from auxfn.core.errors import ConfigError
+        check_range("warmup_steps", self.warmup_steps, 0)
+        check_range("warmup_match", self.warmup_match, 0, 1)
+        check_positive("warmup_lr", self.warmup_lr)
+        from auxfn.core.errors import ConfigError
 
+        if self.trainer.num_agents != 2:
             raise ConfigError(f"config field 'trainer.num_agents' = {self.trainer.num_agents}: the toy tasks have 2 roles")
+        multi = self.task == "aux-code-mt"
+        if self.trainer.num_turns > 1 and not multi:
+            raise ConfigError(f"config field 'trainer.num_turns' = {self.trainer.num_turns}: task {self.task!r} is single-turn (use aux-code-mt)")
+        if multi and self.trainer.num_turns < 2:
+            raise ConfigError("config field 'trainer.num_turns' = 1: task 'aux-code-mt' needs num_turns >= 2")
+        if self.warmup_steps and self.task not in ("aux-code", "aux-code-mt", "coop-sum"):
+            raise ConfigError(f"config field 'warmup_steps' = {self.warmup_steps}: task {self.task!r} has no warm-up templates")
 
 
 @dataclass
@@ -113,7 +129,7 @@ def build(cfg: TrainConfig, agents: list[Any] | None = None):
     device = resolve_device(cfg.device)
     trainer = MAGRPOTrainer(
         [a.to(device) for a in agents], cfg.trainer, task.train, task.reward, task.formatters,
-        processing_class=tok, eval_dataset=task.eval[: cfg.eval_items],
+        processing_class=tok, eval_dataset=task.eval[: cfg.eval_items], external_transition=task.transition,
     )
     return tok, task, trainer
 
@@ -140,8 +156,10 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
         run = Run.resume(resume, ck.step, config=cfg, quiet=quiet)
         trainer.state.update(step=ck.step, cursor=int(ck.state["cursor"]))
         eval_before = float(ck.state["eval_before"])
+        extra = dict(ck.state.get("warmup", {}))
     else:
         run = Run.create("magrpo", cfg, name=cfg.task, out=out, quiet=quiet)
+        extra = run_warmup(cfg, tok, task, trainer)
         eval_before = _eval(trainer, cfg)
     t0 = time.perf_counter()
     start = trainer.state["step"]
@@ -159,7 +177,7 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
             if step % cfg.checkpoint_every == 0 or step == cfg.trainer.max_steps:
                 save_checkpoint(
                     run.path, step, modules, optimizers=optims, config=cfg,
-                    state={"cursor": trainer.state["cursor"], "eval_before": eval_before}, keep_last=2,
+                    state={"cursor": trainer.state["cursor"], "eval_before": eval_before, "warmup": extra}, keep_last=2,
                 )
         seconds = time.perf_counter() - t0
         eval_after = _eval(trainer, cfg)
@@ -176,11 +194,41 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
             "train_reward_last": sum(rewards[-k:]) / k,
             "max_reward": task.max_reward,
             "seconds_per_step": seconds / max(1, trainer.state["step"] - start),
+            **extra,
         }
         run.write_summary(summary)
         fig = reward_figure(rows, eval_before, eval_after, run.figures_dir)
         run.write_report(f"MAGRPO on {cfg.task}", summary, figures=[fig])
     return MAGRPOResult(run.path, summary, trainer)
+
+
+def run_warmup(cfg: TrainConfig, tok: Any, task: Any, trainer: Any) -> dict[str, float]:
+    """The supervised warm-up of ``cfg`` (if any); returns its figures for the summary.
+
+    ``eval_reward_init`` is the eval reward of the random-init agents; for the coding tasks
+    also the valid-code rate of each agent before and after the warm-up.
+    """
+    if not cfg.warmup_steps:
+        return {}
+    from auxfn.magrpo import codetask
+
+    code = cfg.task.startswith("aux-code")
+    items = task.eval[: cfg.eval_items]
+    out: dict[str, float] = {"eval_reward_init": _eval(trainer, cfg)}
+
+    def rates(tag: str) -> None:
+        for i, role in enumerate(("aux", "main")):
+            out[f"valid_code_rate/agent_{i}/{tag}"] = codetask.valid_code_rate(trainer.agent(i), tok, items, role, trainer.args, cfg.eval_samples)
+
+    if code:
+        rates("init")
+    pairs = task.warmup_data(4096, cfg.trainer.seed, cfg.warmup_match)
+    losses = codetask.warmup([trainer.agent(i) for i in range(2)], tok, pairs, steps=cfg.warmup_steps, lr=cfg.warmup_lr, seed=cfg.trainer.seed)
+    for i, v in enumerate(losses):
+        out[f"warmup_loss/agent_{i}"] = v
+    if code:
+        rates("warmup")
+    return out
 
 
 def reward_figure(rows: list[dict[str, Any]], before: float, after: float, folder: Path) -> Path:

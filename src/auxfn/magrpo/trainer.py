@@ -30,26 +30,46 @@ from auxfn.magrpo.tree import Node, build_tree, compute_returns, iter_postorder
 __all__ = ["MAGRPOTrainer", "generate_group"]
 
 
-def generate_group(model: Any, tokenizer: Any, prompt: str, n: int, cfg: MAGRPOConfig, *, greedy: bool = False):
-    """Sample ``n`` completions of ``prompt`` in one ``generate`` call.
+def generate_group(
+    model: Any, tokenizer: Any, prompt: str, n: int, cfg: MAGRPOConfig, *, greedy: bool = False,
+    generator: torch.Generator | None = None,
+):
+    """Sample ``n`` completions of ``prompt`` in one batched call.
 
     Returns (texts, prompt_ids (P,), completion_ids list of (T_k,) cut after the first EOS).
-    This is the one function to swap for another generation backend (e.g. vLLM).
+    This is the one function to swap for another generation backend (e.g. vLLM). The
+    backend is ``cfg.generation_backend``: ``lean`` (:func:`auxfn.magrpo.sampling.lean_generate`,
+    a cached decoding loop without ``generate``'s per-step overhead), ``generate`` (Hugging
+    Face ``model.generate``), or ``auto`` (lean for the architectures it supports).
     """
+    from auxfn.magrpo.sampling import lean_generate, lean_supported
+
     device = next(model.parameters()).device
     enc = tokenizer([prompt], return_tensors="pt", padding=True).to(device)
     eos = tokenizer.eos_token_id
-    kwargs = dict(max_new_tokens=cfg.max_completion_length, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
-    if greedy:
-        kwargs.update(do_sample=False, num_return_sequences=1, top_p=None, top_k=None, temperature=None)
-    else:
-        kwargs.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or None, num_return_sequences=n)
-    with torch.no_grad():
-        out = model.generate(**enc, **kwargs)
+    backend = getattr(cfg, "generation_backend", "auto")
+    lean = backend == "lean" or (backend == "auto" and lean_supported(model))
+    rows = 1 if greedy else n
     P = enc["input_ids"].shape[1]
-    comp = out[:, P:]
+    if lean:
+        comp = lean_generate(
+            model, enc["input_ids"].expand(rows, -1), enc["attention_mask"].expand(rows, -1),
+            max_new_tokens=cfg.max_completion_length, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
+            temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, greedy=greedy, generator=generator,
+        )
+    else:
+        if generator is not None:
+            raise ValueError("generation_backend='generate' draws from torch's global RNG; a generator needs the lean backend")
+        kwargs = dict(max_new_tokens=cfg.max_completion_length, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+        if greedy:
+            kwargs.update(do_sample=False, num_return_sequences=1, top_p=None, top_k=None, temperature=None)
+        else:
+            kwargs.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or None, num_return_sequences=n)
+        with torch.no_grad():
+            out = model.generate(**enc, **kwargs)
+        comp = out[:, P:]
     if comp.shape[1] == 0:
-        comp = torch.full((out.shape[0], 1), eos, device=device)
+        comp = torch.full((rows, 1), eos, device=device)
     mask = completion_mask(comp, eos)
     ids = [comp[k, : int(mask[k].sum())].cpu() for k in range(comp.shape[0])]
     texts = tokenizer.batch_decode(comp * mask + tokenizer.pad_token_id * (1 - mask), skip_special_tokens=True)

@@ -1,0 +1,116 @@
+"""A lean sampling loop for decoder-only Hugging Face models (the default generation backend).
+
+``model.generate`` runs a generic pipeline (logits processors, stopping criteria, cache
+set-up, validation) around every decoding step; with tiny models on a CPU that per-step
+overhead costs more than the forward pass itself. This loop does only what MAGRPO needs:
+
+- one forward over the (left-padded) prompts, then one forward per new token with the
+  key/value cache (``past_key_values``), position ids following the attention mask;
+- temperature, top-k and nucleus (top-p) filtering, sampling with an optional
+  ``torch.Generator``; ``greedy=True`` takes the argmax (identical tokens to
+  ``generate(do_sample=False)``);
+- rows stop at their first EOS (later positions are filled with the pad token), the
+  loop stops when every row has.
+
+Top-p follows the usual definition: keep the smallest set of most probable tokens whose
+mass reaches ``top_p`` (the most probable token is always kept).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["LEAN_ARCHITECTURES", "lean_generate", "lean_supported"]
+
+# decoder-only classes whose forward takes (input_ids, attention_mask, position_ids, past_key_values, use_cache)
+LEAN_ARCHITECTURES = (
+    "GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+    "Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM", "Phi3ForCausalLM",
+)
+
+
+def _base(model: Any) -> Any:
+    """The transformers model under a peft wrapper (peft models forward the same arguments)."""
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
+def lean_supported(model: Any) -> bool:
+    """True when :func:`lean_generate` handles ``model`` (else use ``generate``)."""
+    return type(_base(model)).__name__ in LEAN_ARCHITECTURES
+
+
+def _filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, -1)
+        before = probs.cumsum(-1) - probs  # mass of the strictly more probable tokens
+        drop = before >= top_p
+        drop[:, 0] = False
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+@torch.no_grad()
+def lean_generate(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Completions (B, T <= max_new_tokens) of left-padded prompts ``input_ids`` (B, P).
+
+    After a row's first EOS its remaining positions hold ``pad_token_id``.
+    """
+    if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
+        raise ValueError(f"input_ids and attention_mask must be equal (batch, length) shapes, got {tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if not greedy and not temperature > 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+    B = input_ids.shape[0]
+    mask = attention_mask.long()
+    # without padding (one prompt repeated G times, the trainer's case) the mask and
+    # position ids are implied: skipping them avoids rebuilding a 4-D mask every step
+    padded = bool((mask == 0).any())
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    extra = dict(attention_mask=mask, position_ids=pos) if padded else {}
+    out = model(input_ids=input_ids, use_cache=True, **extra)
+    cache_key = "cache" if getattr(out, "cache", None) is not None else "past_key_values"  # transformers >= 5.2x renames it
+    past = getattr(out, cache_key)
+    logits = out.logits[:, -1, :]
+    next_pos = pos[:, -1:] + 1
+    done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+    tokens = []
+    for t in range(max_new_tokens):
+        if greedy:
+            tok = logits.argmax(-1)
+        else:
+            probs = torch.softmax(_filter(logits.float() / temperature, top_k, top_p), -1)
+            tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        tok = torch.where(done, torch.full_like(tok, pad_token_id), tok)
+        tokens.append(tok)
+        done = done | (tok == eos_token_id)
+        if bool(done.all()) or t + 1 == max_new_tokens:
+            break
+        if padded:
+            mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=mask.device)], 1)
+            extra = dict(attention_mask=mask, position_ids=next_pos)
+        out = model(input_ids=tok[:, None], use_cache=True, **{cache_key: past}, **extra)
+        past = getattr(out, cache_key)
+        logits = out.logits[:, -1, :]
+        next_pos = next_pos + 1
+    return torch.stack(tokens, 1)
