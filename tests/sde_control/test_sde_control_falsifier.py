@@ -24,7 +24,8 @@ def test_finds_a_thin_violation_set():
 
 def test_learner_falsifier_loop_adds_counterexamples(tmp_path):
     cfg = dataclasses.replace(preset("harmonic", "es-quad", "quick"), falsifier_every=10, falsifier_starts=300,
-                              eval_paths=0, certify_samples=5000, max_iters=300, lr=0.1)
+                              eval_paths=0, certify_samples=5000, max_iters=300, lr=0.1,
+                              lr_schedule="constant")
     res = train(cfg, out=tmp_path / "run")
     s = res.summary
     assert s["n_train"] > cfg.n_samples  # counterexamples were found and added

@@ -30,10 +30,41 @@ def test_as_energy_1d_reaches_zero_and_converges(tmp_path):
 
 
 def test_es_quad_linear_controller_reaches_zero_violation(tmp_path):
-    cfg = dataclasses.replace(preset("harmonic", "es-quad", "quick"), lr=0.1, max_iters=300, eval_paths=0,
-                              certify_samples=5000)
+    cfg = dataclasses.replace(preset("harmonic", "es-quad", "quick"), lr=0.1, lr_schedule="constant", max_iters=300,
+                              eval_paths=0, certify_samples=5000)
     s = train(cfg, out=tmp_path / "run").summary
     assert s["reached_zero"] and s["heldout_violation_rate"] < 0.02
+
+
+def test_es_quad_paper_preset_reaches_zero_training_violation(tmp_path):
+    # the official schedule (Adam re-created every step, lr 0.1 / 0.01 by the loss) within the
+    # official 200 steps; with one persistent Adam at lr 0.03 the same run ends at 2.2 % violation
+    cfg = dataclasses.replace(preset("harmonic", "es-quad", "paper"), eval_paths=0, certify_samples=20000)
+    assert cfg.lr_schedule == "reset" and cfg.max_iters == 200
+    s = train(cfg, out=tmp_path / "run").summary
+    assert s["reached_zero"] and s["stopped_early"] and s["iters_to_zero"] < 200
+    assert s["final_violation_rate_train"] == 0.0
+    assert s["iters_to_loss_1e-3"] is not None and s["iters_to_loss_1e-3"] <= s["iters_to_zero"]
+    assert s["heldout_violation_rate"] < 0.03  # zero on the 500 training states is not zero everywhere
+
+
+def test_reset_schedule_takes_sign_steps_of_size_lr(tmp_path):
+    # a freshly built Adam's first step is lr * m/(sqrt(v) + eps) = lr * sign(grad) (up to eps):
+    # with lr_schedule="reset" every step moves every parameter with a non-negligible gradient by lr
+    from auxfn.sde_control import LinearGain
+
+    cfg = ControlConfig(system="harmonic", method="es-linear", controller="linear", lr=0.05, lr_schedule="reset",
+                        lr_high=0.05, lr_low=0.05, max_iters=3, stop_at_zero=False, eval_paths=0, certify_samples=0,
+                        seed=3)
+    k_before = [None]
+    res2 = train(dataclasses.replace(cfg, max_iters=2), out=tmp_path / "a")
+    k_before[0] = res2.controller.K.detach().clone()
+    res3 = train(cfg, out=tmp_path / "b")
+    assert isinstance(res3.controller, LinearGain)
+    step = (res3.controller.K.detach() - k_before[0]).abs()
+    moved = step > 1e-6
+    assert moved.any()
+    torch.testing.assert_close(step[moved], torch.full_like(step[moved], 0.05), rtol=1e-3, atol=1e-5)
 
 
 def _short(**kw):

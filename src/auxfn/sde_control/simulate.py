@@ -40,6 +40,25 @@ class BrownianIncrements:
         self._pos = 0
         self._k = 0
 
+    def take(self, k: int) -> Tensor:
+        """The next ``k`` increments at once, (k, P, m): the same stream as ``k`` calls of :meth:`next`."""
+        if self.bm is not None:
+            return torch.stack([self.next() for _ in range(k)])
+        parts = []
+        while k > 0:
+            if self._buf is None or self._pos == self._buf.shape[0]:
+                self._refill()
+            n = min(k, self._buf.shape[0] - self._pos)
+            parts.append(self._buf[self._pos:self._pos + n])
+            self._pos += n
+            k -= n
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _refill(self) -> None:
+        self._buf = torch.randn((self.chunk, *self.shape), generator=self._gen, dtype=self.dtype,
+                                device=self.device) * math.sqrt(self.dt)
+        self._pos = 0
+
     def next(self) -> Tensor:
         """The next increment, (P, m)."""
         if self.bm is not None:
@@ -47,9 +66,7 @@ class BrownianIncrements:
             self._k += 1
             return self.bm(ta, ta + self.dt)
         if self._buf is None or self._pos == self._buf.shape[0]:
-            self._buf = torch.randn((self.chunk, *self.shape), generator=self._gen, dtype=self.dtype,
-                                    device=self.device) * math.sqrt(self.dt)
-            self._pos = 0
+            self._refill()
         out = self._buf[self._pos]
         self._pos += 1
         return out
@@ -97,7 +114,6 @@ def _milstein_correction(sde: ControlledSDE, z: Tensor, G: Tensor, dW: Tensor, d
     return 0.5 * diag * G * (dW * dW - dt)
 
 
-@torch.no_grad()
 def simulate(
     sde: ControlledSDE,
     x0: Tensor,
@@ -111,6 +127,8 @@ def simulate(
     dtype: torch.dtype = torch.float64,
     bm=None,
     noise: BrownianIncrements | None = None,
+    engine: str = "fast",
+    chunk: int = 256,
 ) -> Trajectories:
     """Simulate ``sde`` from error states ``x0`` (P, d) for ``n_steps`` steps of ``dt``.
 
@@ -119,6 +137,15 @@ def simulate(
     increments from ``seed`` (the same ``seed`` = the same noise for every controller).
     The model runs in ``dtype`` (float64 by default); the SDE's modules are cast to it
     for the simulation and cast back afterwards.
+
+    ``engine``: ``"fast"`` (Euler only; the default) or ``"reference"`` (a plain loop with a
+    blow-up check after every step). Both give the same paths and the same divergence
+    record; the fast engine draws the increments ``chunk`` steps at a time, runs under
+    ``torch.no_grad`` with the lean model evaluation of
+    :meth:`ControlledSDE.lean_parts`, keeps a running max of ``|x|`` instead of a
+    per-step check, and replays a chunk step by step only when some path left the
+    ``blowup`` box (or turned non-finite) inside it. Diverged paths then leave the active
+    batch (frozen, recorded as NaN, counted).
     """
     if x0.ndim != 2 or x0.shape[1] != sde.dim:
         raise ValueError(f"x0 must have shape (paths, {sde.dim}), got {tuple(x0.shape)}")
@@ -128,6 +155,122 @@ def simulate(
         raise ValueError("milstein needs scalar or diagonal noise (general noise needs Lévy areas); use euler")
     if not dt > 0 or n_steps < 1 or record_every < 1:
         raise ValueError(f"need dt > 0, n_steps >= 1, record_every >= 1; got {dt}, {n_steps}, {record_every}")
+    if engine not in ("fast", "reference"):
+        raise ValueError(f"engine must be 'fast' or 'reference', got {engine!r}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    kw = dict(dt=dt, n_steps=n_steps, seed=seed, record_every=record_every, blowup=blowup, dtype=dtype, bm=bm,
+              noise=noise)
+    if method == "milstein" or engine == "reference":
+        return _simulate_reference(sde, x0, method=method, **kw)
+    return _simulate_fast(sde, x0, chunk=chunk, **kw)
+
+
+def _simulate_fast(sde, x0, *, dt, n_steps, seed, record_every, blowup, dtype, bm, noise, chunk) -> Trajectories:
+    P, d = x0.shape
+    old = {n: p.dtype for n, p in sde.named_parameters()}
+    sde.to(dtype)
+    try:
+        # no_grad rather than inference_mode: a controller may differentiate inside (the CLF-QP's ∇V)
+        with torch.no_grad():
+            z = x0.to(dtype).clone()
+            if noise is None:
+                noise = BrownianIncrements(P, sde.noise_dim, dt, seed=seed, dtype=dtype, device=z.device, bm=bm,
+                                           chunk=max(chunk, 1024))
+            sde.drift_and_diffusion(z[:1])  # the shape checks, once
+            parts = sde.lean_parts()
+            kind = sde.noise_type
+            n_rec = n_steps // record_every + 1
+            xs = torch.full((n_rec, P, d), math.nan, dtype=dtype, device=z.device)
+            us = torch.full((n_rec, P), math.nan, dtype=dtype, device=z.device)
+            diverged = torch.zeros(P, dtype=torch.bool, device=z.device)
+            diverged_at = torch.full((P,), math.inf, dtype=dtype, device=z.device)
+            active: Tensor | None = None  # None = all paths; else the indices still running
+
+            def put(k: int, za: Tensor, u: Tensor | None, rows: Tensor | None) -> None:
+                r = k // record_every
+                usq = za.new_zeros(za.shape[0]) if u is None else u.reshape(za.shape[0], -1).square().sum(-1)
+                if rows is None:
+                    xs[r] = za
+                    us[r] = usq
+                else:
+                    xs[r, rows] = za
+                    us[r, rows] = usq
+
+            def step(za: Tensor, F: Tensor, G: Tensor, dw: Tensor) -> Tensor:
+                if kind == "general":
+                    return torch.add(za, F, alpha=dt).add_(torch.bmm(G, dw.unsqueeze(-1)).squeeze(-1))
+                return torch.addcmul(torch.add(za, F, alpha=dt), G, dw)  # scalar dw (P, 1) broadcasts
+
+            k0 = 0
+            za = z
+            while k0 < n_steps:
+                c = min(chunk, n_steps - k0)
+                dW = noise.take(c)
+                if active is not None:
+                    dW = dW[:, active]
+                start = za
+                hi = torch.zeros_like(za)
+                for j in range(c):
+                    F, G, u = parts(za)
+                    if (k0 + j) % record_every == 0:
+                        put(k0 + j, za, u, active)
+                    za = step(za, F, G, dW[j])
+                    torch.maximum(hi, za.abs(), out=hi)  # NaN propagates, so non-finite paths show too
+                if not bool((hi <= blowup).all()):
+                    # replay the chunk with a check after every step (same arithmetic, same noise)
+                    za = start
+                    dloc = torch.zeros(za.shape[0], dtype=torch.bool, device=za.device)
+                    for j in range(c):
+                        k = k0 + j
+                        F, G, u = parts(za)
+                        if k % record_every == 0:
+                            # overwrites what the first pass recorded: NaN once a path diverged
+                            put(k, za, u, active)
+                            if bool(dloc.any()):
+                                rows = dloc.nonzero().squeeze(1) if active is None else active[dloc]
+                                xs[k // record_every, rows] = math.nan
+                                us[k // record_every, rows] = math.nan
+                        new = step(za, F, G, dW[j])
+                        bad = ~(new.abs() <= blowup).all(-1)
+                        newly = bad & ~dloc
+                        if bool(newly.any()):
+                            idx = newly.nonzero().squeeze(1) if active is None else active[newly]
+                            diverged_at[idx] = (k + 1) * dt
+                            diverged[idx] = True
+                            dloc |= bad
+                        za = torch.where(dloc.unsqueeze(1), za, new)  # frozen at the last finite state
+                    keep = ~dloc
+                    active = keep.nonzero().squeeze(1) if active is None else active[keep]
+                    za = za[keep]
+                k0 += c
+            if n_steps % record_every == 0 and za.shape[0]:
+                _, _, u = parts(za)
+                put(n_steps, za, u, active)
+            ts = (torch.arange(n_rec, dtype=torch.int64) * record_every).to(dtype) * dt
+        return Trajectories(ts=ts.clone(), xs=xs.clone(), u_sq=us.clone(), diverged=diverged.clone(),
+                            diverged_at=diverged_at.clone(), dt=dt)
+    finally:
+        for n, p in sde.named_parameters():
+            p.data = p.data.to(old[n])
+
+
+@torch.no_grad()
+def _simulate_reference(
+    sde: ControlledSDE,
+    x0: Tensor,
+    *,
+    dt: float,
+    n_steps: int,
+    seed: int = 0,
+    method: str = "euler",
+    record_every: int = 1,
+    blowup: float = 1e6,
+    dtype: torch.dtype = torch.float64,
+    bm=None,
+    noise: BrownianIncrements | None = None,
+) -> Trajectories:
+    """The step-by-step loop (one blow-up check per step): Milstein, and the reference for the fast engine."""
     P = x0.shape[0]
     old = {n: p.dtype for n, p in sde.named_parameters()}
     sde.to(dtype)

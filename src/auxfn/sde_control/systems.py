@@ -268,6 +268,36 @@ class ControlledSDE(nn.Module):
         """G(z) as a dense (B, d, m) matrix (diagonal noise is expanded)."""
         return self.dense(self.drift_and_diffusion(z)[1])
 
+    def lean_parts(self) -> Callable[[Tensor], tuple[Tensor, Tensor, Tensor | None]]:
+        """A lean ``z -> drift_and_diffusion(z)`` for the simulator's inner loop (same numbers).
+
+        It skips the per-call shape checks (the simulator checks shapes once with
+        :meth:`drift_and_diffusion` before using it) and evaluates the built-in controllers
+        from their weights with ``addmm`` instead of module calls: at 20 paths the cost of a
+        step is per-operation dispatch, not arithmetic. The weights are read when this is
+        called, so build it after casting the module and do not train while using it.
+        """
+        f0, g0, entry = self.f0, self.g0, self.control_entry
+        u_fn = None if self.controller is None else _lean_controller(self.controller)
+        ud_fn = None if self.drift_controller is None else _lean_controller(self.drift_controller)
+        shape_g = self._g_shape
+
+        def parts(z: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+            F = f0(z)
+            G = g0(z)
+            if u_fn is None:
+                return F, (z.new_zeros(shape_g(z.shape[0])) if G is None else G), None
+            u = u_fn(z)
+            if entry == "drift":
+                return F + u, (z.new_zeros(shape_g(z.shape[0])) if G is None else G), u
+            Gt = u if G is None else G + u
+            if entry == "both":
+                ud = ud_fn(z)
+                return F + ud, Gt, torch.cat([u.reshape(u.shape[0], -1), ud], dim=1)
+            return F, Gt, u
+
+        return parts
+
     # ------------------------------------------------------------------ torchsde interface
     def f(self, t, z: Tensor) -> Tensor:
         return self.drift(z)
@@ -279,6 +309,51 @@ class ControlledSDE(nn.Module):
     def default_x0(self, n: int, *, generator: torch.Generator | None = None, dtype=torch.float64) -> Tensor:
         """Initial error states for evaluation: (n, d); systems override with the paper's choice."""
         return self.domain.sample(n, generator=generator, dtype=dtype) * 0.5
+
+
+def _lean_mlp(seq: nn.Module) -> Callable[[Tensor], Tensor] | None:
+    """``seq`` (an ``nn.Sequential`` of Linear and ReLU/Tanh layers) as a closure of addmm calls, or None."""
+    if not isinstance(seq, nn.Sequential):
+        return None
+    ops: list[tuple[str, Tensor | None, Tensor | None]] = []
+    for layer in seq:
+        if isinstance(layer, nn.Linear):
+            ops.append(("linear", layer.weight.t(), layer.bias))
+        elif isinstance(layer, nn.ReLU):
+            ops.append(("relu", None, None))
+        elif isinstance(layer, nn.Tanh):
+            ops.append(("tanh", None, None))
+        else:
+            return None
+
+    def run(h: Tensor) -> Tensor:
+        for kind, Wt, b in ops:
+            if kind == "linear":
+                h = torch.mm(h, Wt) if b is None else torch.addmm(b, h, Wt)
+            elif kind == "relu":
+                h = h.relu_()  # h is a fresh output of addmm here, never the caller's state
+            else:
+                h = h.tanh_()
+        return h
+
+    return run if ops and ops[0][0] == "linear" else None
+
+
+def _lean_controller(ctrl: nn.Module) -> Callable[[Tensor], Tensor]:
+    """The built-in controllers evaluated from their weights (same values as ``ctrl(z)``); others as calls."""
+    from auxfn.sde_control.controllers import LinearGain, ZeroPreservingMLP
+
+    if type(ctrl) is LinearGain:
+        Kt = ctrl.K.t()
+        return lambda z: torch.mm(z, Kt.to(z.dtype))
+    if type(ctrl) is ZeroPreservingMLP:
+        net = _lean_mlp(ctrl.net)
+        if net is not None:
+            d, m = ctrl.dim, ctrl.noise_dim
+            if m == 1:
+                return lambda z: net(z).mul_(z)
+            return lambda z: net(z).view(-1, d, m).mul_(z.unsqueeze(-1))
+    return ctrl
 
 
 # ============================================================================ the paper's systems
@@ -329,14 +404,17 @@ class Harmonic(ControlledSDE):
         kw.setdefault("domain", Box.cube(2, -6.0, 6.0))
         super().__init__(2, name="harmonic", **kw)
         self.beta, self.k1, self.k2 = beta, k1, k2
+        # both parts are linear: f0(z) = z A^T, g0(z) = z C^T (one matmul each, cheap to simulate)
+        self.register_buffer("At", torch.tensor([[0.0, 1.0], [-1.0, -2.0 * beta]], dtype=torch.float64).T.contiguous(),
+                             persistent=False)
+        self.register_buffer("Ct", torch.tensor([[0.0, 0.0], [k1, k2]], dtype=torch.float64).T.contiguous(),
+                             persistent=False)
 
     def f0(self, z):
-        x1, x2 = z[:, 0], z[:, 1]
-        return torch.stack([x2, -x1 - 2 * self.beta * x2], dim=1)
+        return z @ self.At.to(z.dtype)
 
     def g0(self, z):
-        x1, x2 = z[:, 0], z[:, 1]
-        g = torch.stack([torch.zeros_like(x1), self.k1 * x1 + self.k2 * x2], dim=1)
+        g = z @ self.Ct.to(z.dtype)
         return g if self.noise_type != "general" else g.unsqueeze(-1)
 
     def default_x0(self, n, *, generator=None, dtype=torch.float64):
@@ -426,13 +504,16 @@ class StuartLandau(ControlledSDE):
     def f0(self, z):
         s, c1, c2 = self.sigma, self.c1, self.c2
         rho, theta = self.polar(z)
-        # sum_k L_jk h_k = h_j - mean(h): global coupling Laplacian applied without building L
-        diff = theta.unsqueeze(1) - theta.unsqueeze(2)  # [b, j, k] = theta_k - theta_j
-        cos, sin = torch.cos(diff), torch.sin(diff)
-        rk = rho.unsqueeze(1)
-        # L_jk = delta_jk - 1/n; the diagonal term has cos(0) = 1, sin(0) = 0
-        drho = rho - rho**3 - s * (rho - (rk * (cos - c1 * sin)).mean(dim=2))
-        dtheta = -c2 * rho**2 - s * ((c1 * rho - (rk * (c1 * cos + sin)).mean(dim=2)) / rho)
+        # sum_k L_jk h_k = h_j - mean(h) (global coupling, L = I - 11^T/n), and the O(n^2) sums
+        # mean_k rho_k cos(theta_k - theta_j), mean_k rho_k sin(theta_k - theta_j) are
+        # Re / Im of e^{-i theta_j} M with the order parameter M = mean_k rho_k e^{i theta_k}: O(n)
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        mc = (rho * cos).mean(dim=1, keepdim=True)
+        ms = (rho * sin).mean(dim=1, keepdim=True)
+        mean_cos = cos * mc + sin * ms
+        mean_sin = cos * ms - sin * mc
+        drho = rho - rho**3 - s * (rho - (mean_cos - c1 * mean_sin))
+        dtheta = -c2 * rho**2 - s * ((c1 * rho - (c1 * mean_cos + mean_sin)) / rho)
         return torch.cat([drho, dtheta[:, :-1] - dtheta[:, 1:]], dim=1)
 
     def default_x0(self, n, *, generator=None, dtype=torch.float64):

@@ -210,7 +210,16 @@ def _train(cfg, *, out, resume, quiet, system, evaluate) -> ControlResult:
                     opt.zero_grad(set_to_none=True)
                     total.backward()
                     opt.step()
+                    if cfg.lr_schedule == "reset":
+                        # the official scripts build a new Adam after every step: fresh moments
+                        # make each step about lr * sign(gradient), lr chosen by the loss
+                        lr = cfg.lr_low if float(total.detach()) < cfg.lr_switch_loss else cfg.lr_high
+                        opt = torch.optim.Adam(params, lr=lr)
                 state["train_time"] += time.perf_counter() - t0
+                if state.get("iters_to_loss_1e-3") is None and float(total.detach()) < 1e-3:
+                    # the official ES scripts' stop rule (loss < 1e-3), recorded for comparison
+                    state["iters_to_loss_1e-3"] = step
+                    state["time_to_loss_1e-3"] = state["train_time"]
                 row = {f"loss/{k}": float(v.detach()) for k, v in losses.items()}
                 row["time/train"] = state["train_time"]
                 row["n_train"] = int(x_train.shape[0])
@@ -254,6 +263,8 @@ def _train(cfg, *, out, resume, quiet, system, evaluate) -> ControlResult:
             "final_violation_rate_train": history[-1]["loss/violation_rate"] if history else None,
             "n_train": int(x_train.shape[0]),
             "falsifier_time_s": state.get("falsifier_time", 0.0),
+            "iters_to_loss_1e-3": state.get("iters_to_loss_1e-3"),
+            "time_to_loss_1e-3_s": state.get("time_to_loss_1e-3"),
         }
         summary["iters_to_zero"] = summary["iters_to_stop"] if summary["reached_zero"] else None
         if cfg.certify_samples:
