@@ -1,4 +1,9 @@
-"""Seconds per MAGRPO training step: our batched trainer vs a per-sequence implementation.
+"""Seconds per MAGRPO training step: our batched trainer vs a per-sequence implementation, and vs TRL.
+
+Rows: ``ours`` and ``per-sequence`` with 2 agents; ``ours-1agent`` (MAGRPO with one agent,
+i.e. GRPO) and ``trl-grpo`` (TRL's ``GRPOTrainer``, beta = 0, one prompt x G = 4
+completions per step, same model, temperature 0.7, top-p 0.9, EOS suppressed) with one
+agent.
 
 The per-sequence variant is written here only, in the style of the reference library:
 one ``generate`` per agent with ``num_return_sequences=G``, then one forward pass per
@@ -75,7 +80,13 @@ def run_one(variant: str, size: str, steps: int, device: str) -> dict:
         a.generation_config.suppress_tokens = [tok.eos_token_id]
     prompts = ["short note on cats:", "long note on cats:"]
     data = [{"x": 0}]
-    if variant == "ours":
+    if variant == "trl-grpo":
+        return _trl_row(agents[0], tok, prompts[0], new_tokens, steps, n_params, size)
+    if variant == "ours-1agent":
+        cfg = MAGRPOConfig(num_agents=1, num_generations=4, max_completion_length=new_tokens, learning_rate=1e-4, max_steps=10**6)
+        tr = MAGRPOTrainer(agents[:1], cfg, data, lambda a: [float(len(x)) for x in a], [lambda _: prompts[0]], processing_class=tok)
+        step = tr.step
+    elif variant == "ours":
         cfg = MAGRPOConfig(num_generations=4, max_completion_length=new_tokens, learning_rate=1e-4, max_steps=10**6)
         tr = MAGRPOTrainer(agents, cfg, data, lambda a, b: [float(len(x)) for x in a], [lambda _: prompts[0], lambda _: prompts[1]], processing_class=tok)
         step = tr.step
@@ -115,6 +126,41 @@ def run_one(variant: str, size: str, steps: int, device: str) -> dict:
             "peak_memory_mib": peak, "memory_kind": "cuda max allocated" if device.startswith("cuda") else "process max RSS"}
 
 
+def _trl_row(agent, tok, prompt: str, new_tokens: int, steps: int, n_params: int, size: str) -> dict:
+    import tempfile
+
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.t)
+
+    ds = Dataset.from_dict({"prompt": [prompt] * (4 * (steps + 2))})
+    with tempfile.TemporaryDirectory() as tmp:
+        args = GRPOConfig(
+            output_dir=tmp, per_device_train_batch_size=4, num_generations=4, max_completion_length=new_tokens,
+            learning_rate=1e-4, beta=0.0, temperature=0.7, top_p=0.9, top_k=0, max_steps=steps + 1, logging_steps=10**6,
+            save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0, seed=0,
+            generation_kwargs={"suppress_tokens": [tok.eos_token_id]}, disable_tqdm=True, gradient_checkpointing=False,
+        )
+        trainer = GRPOTrainer(model=agent, reward_funcs=lambda completions, **kw: [float(len(c)) for c in completions],
+                              args=args, train_dataset=ds, processing_class=tok, callbacks=[Clock()])
+        trainer.train()
+    sec = sum(times[1:]) / len(times[1:])  # the first step is the warm-up
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"variant": "trl-grpo", "size": size, "params": n_params, "new_tokens": new_tokens, "seconds_per_step": sec,
+            "generate_s_per_step": float("nan"), "update_s_per_step": float("nan"), "peak_memory_mib": peak,
+            "memory_kind": "process max RSS", "torch_threads": torch.get_num_threads()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=8)
@@ -126,7 +172,7 @@ def main() -> None:
         return
     rows = []
     for size in SIZES:
-        for variant in ("ours", "per-sequence"):
+        for variant in ("ours", "per-sequence", "ours-1agent", "trl-grpo"):
             out = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--device", args.device, "--one", variant, size],
                                  capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -136,11 +182,16 @@ def main() -> None:
     lines = ["| model / new tokens | params | s/step ours / per-seq | speed-up (step) | update s ours / per-seq | speed-up (update) | generate s ours / per-seq | peak MiB ours / per-seq |",
              "|---|---|---|---|---|---|---|---|"]
     for size in SIZES:
-        o, p = [r for r in rows if r["size"] == size]
+        o, p = [r for r in rows if r["size"] == size and r["variant"] in ("ours", "per-sequence")]
         lines.append(f"| {size} | {o['params']:,} | {o['seconds_per_step']:.3f} / {p['seconds_per_step']:.3f} | "
                      f"{p['seconds_per_step'] / o['seconds_per_step']:.2f}x | {o['update_s_per_step']:.3f} / {p['update_s_per_step']:.3f} | "
                      f"{p['update_s_per_step'] / o['update_s_per_step']:.2f}x | {o['generate_s_per_step']:.3f} / {p['generate_s_per_step']:.3f} | "
                      f"{o['peak_memory_mib']:.0f} / {p['peak_memory_mib']:.0f} |")
+    lines += ["", "One agent (GRPO): ours vs TRL GRPOTrainer", "", "| model / new tokens | s/step ours-1agent / TRL | TRL / ours | peak MiB ours / TRL |", "|---|---|---|---|"]
+    for size in SIZES:
+        o, t = [r for r in rows if r["size"] == size and r["variant"] in ("ours-1agent", "trl-grpo")]
+        lines.append(f"| {size} | {o['seconds_per_step']:.3f} / {t['seconds_per_step']:.3f} | {t['seconds_per_step'] / o['seconds_per_step']:.2f}x | "
+                     f"{o['peak_memory_mib']:.0f} / {t['peak_memory_mib']:.0f} |")
     table = "\n".join(lines)
     print(table)
     out_dir = Path(__file__).parent / "results"

@@ -70,10 +70,12 @@ def lean_generate(
     top_k: int = 0,
     greedy: bool = False,
     generator: torch.Generator | None = None,
+    suppress_tokens: list[int] | None = None,
 ) -> torch.Tensor:
     """Completions (B, T <= max_new_tokens) of left-padded prompts ``input_ids`` (B, P).
 
-    After a row's first EOS its remaining positions hold ``pad_token_id``.
+    After a row's first EOS its remaining positions hold ``pad_token_id``. Tokens in
+    ``suppress_tokens`` are never produced (``generate``'s option of the same name).
     """
     if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
         raise ValueError(f"input_ids and attention_mask must be equal (batch, length) shapes, got {tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
@@ -96,6 +98,9 @@ def lean_generate(
     done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
     tokens = []
     for t in range(max_new_tokens):
+        if suppress_tokens:
+            logits = logits.clone()
+            logits[:, list(suppress_tokens)] = float("-inf")
         if greedy:
             tok = logits.argmax(-1)
         else:

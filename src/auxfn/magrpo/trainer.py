@@ -56,6 +56,7 @@ def generate_group(
             model, enc["input_ids"].expand(rows, -1), enc["attention_mask"].expand(rows, -1),
             max_new_tokens=cfg.max_completion_length, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
             temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, greedy=greedy, generator=generator,
+            suppress_tokens=getattr(getattr(model, "generation_config", None), "suppress_tokens", None),
         )
     else:
         if generator is not None:
@@ -117,6 +118,8 @@ class MAGRPOTrainer:
         peft_config: Any = None,
         reward_weights: Sequence[float] | None = None,
         device: str | torch.device | None = None,
+        agent_devices: Sequence[str | torch.device] | None = None,
+        accelerator: Any = None,
     ):
         if not isinstance(args, MAGRPOConfig):
             raise TypeError(f"args must be a MAGRPOConfig, got {type(args).__name__}")
@@ -147,8 +150,21 @@ class MAGRPOTrainer:
             else:
                 agents = [get_peft_model(a, copy.deepcopy(peft_config)) for a in agents]
         self.peft = peft_config is not None
+        if accelerator is not None and device is not None:
+            raise ValueError("pass either device or accelerator (the accelerator decides the device)")
+        if accelerator is not None and self.shared:
+            raise ValueError("accelerator with share_base_model=True is not supported (one model would be prepared N times)")
+        self.accelerator = accelerator
+        if accelerator is not None:
+            device = accelerator.device
         self.device = torch.device(device) if device is not None else next(agents[0].parameters()).device
-        self.agents = [a.to(self.device) for a in agents]
+        if agent_devices is not None:
+            if len(agent_devices) != N or self.shared:
+                raise ValueError(f"agent_devices must list one device per agent ({N}) and needs separate models, got {list(agent_devices)}")
+            self.devices = [torch.device(d) for d in agent_devices]
+        else:
+            self.devices = [self.device] * N
+        self.agents = [a.to(d) for a, d in zip(agents, self.devices)] if not self.shared else [a.to(self.device) for a in agents]
         formatters = [formatters] * N if callable(formatters) else list(formatters)
         if len(formatters) != N or not all(callable(f) for f in formatters):
             raise ValueError(f"formatters must be one callable per agent: expected {N}, got {len(formatters)}")
@@ -176,6 +192,9 @@ class MAGRPOTrainer:
         self.optimizers = [
             torch.optim.AdamW(self._trainable(i), lr=args.learning_rate, weight_decay=args.weight_decay) for i in range(N)
         ]
+        if accelerator is not None:  # one (model, optimizer) pair per agent; DDP wraps each under accelerate launch
+            for i in range(N):
+                self.agents[i], self.optimizers[i] = accelerator.prepare(self.agents[i], self.optimizers[i])
         self.ref_models: list[Any] = []
         if args.beta > 0:
             # peft models: the reference is the same model with the adapter disabled (no copy)
@@ -192,6 +211,8 @@ class MAGRPOTrainer:
     def agent(self, i: int) -> Any:
         """Agent i's model, with its adapter active when the agents share one base model."""
         model = self.agents[i]
+        if self.accelerator is not None:  # generation and saving use the bare model, updates the prepared one
+            return self.accelerator.unwrap_model(model)
         if self.shared:
             model.set_adapter(f"agent_{i}")
         return model
@@ -291,10 +312,12 @@ class MAGRPOTrainer:
 
     def _update_agent(self, i: int, data: dict[str, list]) -> dict[str, float]:
         cfg = self.args
-        model, opt = self.agent(i), self.optimizers[i]
+        model = self.agents[i] if self.accelerator is not None else self.agent(i)
+        opt = self.optimizers[i]
         pad = self.tokenizers[i].pad_token_id
-        p_ids, p_mask, c_ids, c_mask = (t.to(self.device) for t in _pad_batch(data["p"], data["c"], pad))
-        adv = torch.tensor(data["a"], dtype=torch.float32, device=self.device)
+        dev = self.devices[i]
+        p_ids, p_mask, c_ids, c_mask = (t.to(dev) for t in _pad_batch(data["p"], data["c"], pad))
+        adv = torch.tensor(data["a"], dtype=torch.float32, device=dev)
         model.train()
         old = ref = None
         if cfg.num_iterations > 1:
@@ -315,7 +338,10 @@ class MAGRPOTrainer:
                 aggregation=cfg.loss_aggregation,
             )
             opt.zero_grad(set_to_none=True)
-            terms["total"].backward()
+            if self.accelerator is not None:
+                self.accelerator.backward(terms["total"])
+            else:
+                terms["total"].backward()
             params = [p for p in model.parameters() if p.grad is not None]
             if cfg.max_grad_norm > 0:
                 gn = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
