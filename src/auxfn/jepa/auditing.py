@@ -9,9 +9,16 @@ largest bisimulation of the MDP (``auxfn.jepa.bisim``):
    x ∈ C_i, y ∈ C_j, divided by a scale s; a pair with ``d_min / s < tau`` is collapsed
    (the theorem predicts none). ``s`` is the RMS latent norm (``scale="rms"``, default)
    or the median pairwise distance (``"median"``); see :func:`latent_audit`;
-3. clusters: the number k of k-means clusters with the best silhouette (k from 2 to
-   2 · n_classes), or 1 when no k reaches a silhouette of 0.25; and the number of classes left separated (components of the
-   class graph whose edges are the collapsed pairs);
+3. clusters (:func:`count_clusters`): the average-linkage dendrogram of the per-render
+   latents, split wherever two groups are further apart (mean cross distance) than
+   ``cluster_kappa`` (2) times the mean distance inside the more spread-out of them; a
+   cluster counts when it holds at least ``n_render`` renders (half of one state's audit
+   renders), smaller groups are stray points; at least 1. ``n_clusters_centroids`` counts
+   the groups of class centroids under a cut at 0.5 × the median pairwise distance of
+   the renders (the coarser global rule, for comparison), and the older
+   k-means/silhouette count is kept as ``n_clusters_silhouette``. Also the
+   number of classes left separated (components of the class graph whose edges are the
+   collapsed pairs);
 4. healthy-collapse index: mean intra-class spread / mean inter-centroid distance;
 5. nearest-centroid accuracy on held-out renders (centroids from one set of renders,
    accuracy on another: not the in-sample number of the reference code);
@@ -40,7 +47,7 @@ import torch
 from auxfn.jepa.bisim import Bisimulation, empirical_bisimulation, largest_bisimulation
 from auxfn.jepa.envs import TabularMDP, make_aux_fn, transition_table
 
-__all__ = ["AuditReport", "audit", "audit_figures", "count_clusters", "latent_audit", "rankme", "ridge_probe", "silhouette"]
+__all__ = ["AuditReport", "adjusted_rand_index", "audit", "audit_figures", "cluster_labels", "count_clusters", "count_clusters_silhouette", "latent_audit", "rankme", "ridge_probe", "silhouette"]
 
 
 def rankme(z: np.ndarray, eps: float = 1e-12) -> float:
@@ -87,7 +94,124 @@ def silhouette(z: np.ndarray, labels: np.ndarray, dist: np.ndarray | None = None
     return float(s.mean())
 
 
-def count_clusters(z: np.ndarray, k_max: int, *, seed: int = 0, collapsed_below: float = 0.0) -> int:
+def count_clusters(z: np.ndarray, *, kappa: float = 2.0, min_size: int = 2) -> int:
+    """The number of clusters of :func:`cluster_labels` (at least 1)."""
+    return max(1, int(cluster_labels(z, kappa=kappa, min_size=min_size).max()) + 1)
+
+
+def cluster_labels(z: np.ndarray, *, kappa: float = 2.0, min_size: int = 2) -> np.ndarray:
+    """Clusters in z (N, d) as a person reading a scatter plot would count them.
+
+    Build the average-linkage (UPGMA) dendrogram of z: the height of the merge of groups
+    A and B is h(A, B), the mean distance between a member of A and a member of B. With
+    w(X) the mean pairwise distance inside X, a merge is a *visible split* when
+
+        h(A, B) > kappa · max(w(A), w(B)),
+
+    i.e. the groups are further apart than ``kappa`` times their own spread. The clusters
+    are the maximal groups with no visible split anywhere inside them (so a tight cluster
+    counts even when the coarser groups above it are not clearly apart). Groups with fewer than ``min_size`` points are stray points and are not
+    counted; the result is at least 1. ``min_size`` should be large enough for a group's
+    spread to be estimated (the audit uses half the renders of one state, 16 by default:
+    with 2-point groups, sampling noise alone makes splits look visible). For two Gaussian clouds of RMS radius r in many
+    dimensions, ``kappa = 2`` splits them when their centres are more than about
+    sqrt(6) r = 2.45 r apart.
+
+    A rule that cuts the dendrogram at one global height (say 0.5 × the median pairwise
+    distance) merges neighbours of evenly spaced clusters on a line, because the median
+    distance grows with the number of clusters; this rule compares each gap with the
+    spread of the groups it separates. It is invariant to translation, rotation and
+    scaling of z.
+    """
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import pdist
+
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2:
+        raise ValueError(f"z must have shape (N, d), got {z.shape}")
+    if kappa <= 0:
+        raise ValueError(f"kappa must be > 0, got {kappa}")
+    if min_size < 2:  # a single point has no spread, so every split between singletons would look visible
+        raise ValueError(f"min_size must be >= 2, got {min_size}")
+    n = len(z)
+    if n < 2:
+        return np.zeros(n, dtype=np.int64)
+    d = pdist(z)
+    if d.max() <= 0:
+        return np.zeros(n, dtype=np.int64)
+    link = linkage(d, "average")
+    size = np.ones(2 * n - 1, dtype=np.int64)
+    within_sum = np.zeros(2 * n - 1)  # sum of pairwise distances inside each node
+    for i, (a, b, h, m) in enumerate(link):
+        a, b = int(a), int(b)
+        size[n + i] = int(m)
+        within_sum[n + i] = within_sum[a] + within_sum[b] + h * size[a] * size[b]  # UPGMA: h = mean cross distance
+    pairs = np.maximum(size * (size - 1) / 2, 1)
+    w = within_sum / pairs
+
+    # split[x]: some merge inside x (x included) between two groups of >= min_size points is visible
+    split = np.zeros(2 * n - 1, dtype=bool)
+    for i, (a, b, h, _) in enumerate(link):
+        a, b = int(a), int(b)
+        visible = size[a] >= min_size and size[b] >= min_size and h > kappa * max(w[a], w[b])
+        split[n + i] = split[a] or split[b] or visible
+
+    # the clusters are the maximal groups of >= min_size points with no visible split inside
+    labels = np.full(n, -1, dtype=np.int64)
+    stack, total = [2 * n - 2], 0
+    while stack:
+        x = stack.pop()
+        if size[x] < min_size:
+            continue  # stray points keep the label -1
+        if not split[x]:
+            labels[_leaves(link, x, n)] = total
+            total += 1
+        else:
+            stack += [int(link[x - n, 0]), int(link[x - n, 1])]
+    if total == 0:
+        labels[:] = 0
+    return labels
+
+
+def _leaves(link: np.ndarray, node: int, n: int) -> list[int]:
+    out, stack = [], [node]
+    while stack:
+        x = stack.pop()
+        if x < n:
+            out.append(x)
+        else:
+            stack += [int(link[x - n, 0]), int(link[x - n, 1])]
+    return out
+
+
+def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
+    """Adjusted Rand index (Hubert & Arabie 1985) of two labelings of the same N points."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"labelings must be 1-D of the same length, got {a.shape} and {b.shape}")
+    _, ia = np.unique(a, return_inverse=True)
+    _, ib = np.unique(b, return_inverse=True)
+    table = np.zeros((ia.max() + 1, ib.max() + 1))
+    np.add.at(table, (ia, ib), 1)
+    comb = lambda x: (x * (x - 1) / 2).sum()  # noqa: E731
+    total, rows, cols = comb(np.array([len(a)], dtype=float)), comb(table.sum(1)), comb(table.sum(0))
+    expected = rows * cols / total if total > 0 else 0.0
+    max_index = (rows + cols) / 2
+    if max_index == expected:
+        return 1.0
+    return float((comb(table) - expected) / (max_index - expected))
+
+
+def _global_cut_count(z: np.ndarray, height: float) -> int:
+    """Groups of an average-linkage dendrogram cut at one height."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    if len(z) < 2:
+        return 1
+    return int(fcluster(linkage(np.asarray(z, dtype=np.float64), "average"), height, "distance").max())
+
+
+def count_clusters_silhouette(z: np.ndarray, k_max: int, *, seed: int = 0, collapsed_below: float = 0.0) -> int:
     """Clusters in z (N, d): the k in 2..k_max whose k-means (scipy kmeans2, k-means++,
     best of 3 restarts by inertia) has the best mean silhouette; 1 when that silhouette
     is below 0.25 (Kaufman & Rousseeuw's "no substantial structure") or when the
@@ -113,7 +237,7 @@ def count_clusters(z: np.ndarray, k_max: int, *, seed: int = 0, collapsed_below:
     return int(best_k) if best_s >= 0.25 else 1
 
 
-def latent_audit(z: np.ndarray, states: np.ndarray, bisim: Bisimulation, *, tau: float = 1e-2, scale: str = "rms", n_worst: int = 5, seed: int = 0) -> dict[str, Any]:
+def latent_audit(z: np.ndarray, states: np.ndarray, bisim: Bisimulation, *, tau: float = 1e-2, scale: str = "rms", n_worst: int = 5, seed: int = 0, cluster_kappa: float = 2.0, cluster_min_size: int | None = None) -> dict[str, Any]:
     """Collapse statistics of latents ``z (N, d)`` of renders of ``states (N,)``.
 
     Returns the class-level d_min matrix (normalised), the collapsed pairs, clusters,
@@ -151,8 +275,18 @@ def latent_audit(z: np.ndarray, states: np.ndarray, bisim: Bisimulation, *, tau:
     n_collapsed_other = sum(dmin[p] * s < tau * max(s_other, 1e-30) for p in pairs)
     adj = dmin < tau
     n_sep = connected_components(adj, directed=False)[0] if k else 0
-    n_clusters = count_clusters(z, max(2, 2 * k), seed=seed, collapsed_below=tau * s)
     centroids = np.stack([z[cls == c].mean(0) for c in range(k)])
+    per_state = np.bincount(states).max() if len(states) else 1
+    min_size = max(2, per_state // 2) if cluster_min_size is None else cluster_min_size
+    median = float(np.median(dist[iu])) if len(iu[0]) else 0.0
+    labels = cluster_labels(z, kappa=cluster_kappa, min_size=min_size)
+    n_clusters = max(1, int(labels.max()) + 1)
+    kept = labels >= 0  # agreement of the clusters with the bisimulation classes, stray points left out
+    cluster_ari = adjusted_rand_index(labels[kept], cls[kept]) if kept.sum() > 1 else float("nan")
+    n_clusters_centroids = _global_cut_count(centroids, 0.5 * median) if median > 0 else 1
+    # k up to min(2 |B*|, 12): the secondary count is kept cheap (k-means for every k up to 44 on
+    # GridWorld took most of the audit's time)
+    n_clusters_sil = count_clusters_silhouette(z, min(max(2, 2 * k), 12), seed=seed, collapsed_below=tau * s)
     spread = np.mean([np.sqrt(((z[cls == c] - centroids[c]) ** 2).sum(1)).mean() for c in range(k)])
     inter = _pairwise(centroids)[np.triu_indices(k, 1)].mean() if k > 1 else np.nan
     return {
@@ -164,6 +298,11 @@ def latent_audit(z: np.ndarray, states: np.ndarray, bisim: Bisimulation, *, tau:
         "worst_pairs": [{"classes": [int(i), int(j)], "ratio": float(dmin[i, j]), "depth": int(depth[i, j])} for i, j in worst],
         "n_separated_classes": int(n_sep),
         "n_clusters": int(n_clusters),
+        "n_clusters_centroids": int(n_clusters_centroids),
+        "cluster_class_ari": float(cluster_ari),
+        "cluster_stray_fraction": float(1 - kept.mean()),
+        "n_clusters_silhouette": int(n_clusters_sil),
+        "cluster_rule": {"linkage": "average", "kappa": cluster_kappa, "min_size": int(min_size)},
         "healthy_collapse_index": float(spread / inter) if inter and inter > 0 else float("inf"),
         "distance_vs_depth": [[int(depth[i, j]), float(dmin[i, j])] for i, j in pairs],
     }
@@ -209,6 +348,8 @@ class AuditReport:
             "bisimulation classes": self.n_classes,
             "classes separated": self.n_separated_classes,
             "latent clusters": self.n_clusters,
+            **({"clusters vs classes (adjusted Rand index)": round(self.collapse["cluster_class_ari"], 3),
+                "clusters of class centroids / silhouette k": f"{self.collapse['n_clusters_centroids']} / {self.collapse['n_clusters_silhouette']}"} if "n_clusters_centroids" in self.collapse else {}),
             "collapsed non-equivalent pairs": f"{self.n_collapsed_pairs} / {self.collapse['n_noneq_pairs']}",
             **{f"collapsed pairs ({k.split('_')[3]} scale)": v for k, v in self.collapse.items() if k.startswith("n_collapsed_pairs_")},
             "min d_min/s": round(self.collapse["min_ratio"], 4),

@@ -95,7 +95,11 @@ class TabularMDP:
         if kind == "none":
             return np.zeros((len(s), 1))
         out = np.asarray(self._aux(s, kind), dtype=np.float64)
-        return out.reshape(len(s), -1)
+        if out.ndim == 1 and out.shape[0] == len(s):
+            return out[:, None]
+        if out.ndim != 2 or out.shape[0] != len(s):
+            raise ValueError(f"{type(self).__name__}.aux(s, {kind!r}) must return shape ({len(s)},) or ({len(s)}, k) for {len(s)} states, got {out.shape}")
+        return out
 
     def _aux(self, s: np.ndarray, kind: str) -> np.ndarray:
         raise NotImplementedError

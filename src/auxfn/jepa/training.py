@@ -16,6 +16,8 @@ an auxiliary gradient: ``stopgrad``, ``ema``, ``vicreg``.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -40,6 +42,16 @@ from auxfn.jepa.envs import (
 )
 from auxfn.jepa.losses import MODES, jepa_losses
 from auxfn.jepa.models import JEPAModel
+from auxfn.jepa.user_mdp import (
+    BUILTIN_ENVS,
+    MDPError,
+    as_tabular_mdp,
+    factory_path,
+    fingerprint,
+    is_factory_path,
+    load_factory,
+    validate_mdp,
+)
 
 __all__ = ["JEPAConfig", "JEPAResult", "PRESETS", "build_env", "build_model", "load_run", "train"]
 
@@ -51,7 +63,7 @@ class JEPAConfig:
     mode: str = "joint"
     """joint, aux_only, dyn_only, random_aux, two_stage, stopgrad, ema or vicreg."""
     env: str = "counting"
-    """counting, gridworld or ring."""
+    """counting, gridworld, ring, or a user MDP factory 'package.module:attr' (see auxfn.jepa.user_mdp)."""
     nuisance: str = "slots"
     """Counting env: slots (deterministic pixels), resample (the paper: positions redrawn at every step) or none."""
     img: int = 16
@@ -65,7 +77,7 @@ class JEPAConfig:
     ring_n: int = 8
     """RingEnv size n."""
     aux: str = "reward"
-    """Auxiliary target p: reward, dense, count (counting), goal_dist, xy (gridworld), random or none. random_aux forces random."""
+    """Auxiliary target p: reward, dense, count (counting), goal_dist, xy (gridworld), random or none (a user MDP: its aux_kinds). random_aux forces random."""
     audit_aux: str = "reward"
     """Auxiliary function whose largest bisimulation is the audit's ground truth."""
     aux_loss: str = "mse"
@@ -119,15 +131,24 @@ class JEPAConfig:
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, MODES)
-        check_choice("env", self.env, ("counting", "gridworld", "ring"))
+        user = is_factory_path(self.env)
+        if not user:
+            check_choice("env", self.env, (*BUILTIN_ENVS, "a factory path 'package.module:attr'"))
         check_choice("nuisance", self.nuisance, ("slots", "resample", "none"))
         check_choice("img", self.img, (16, 32, 64))
         check_range("max_count", self.max_count, 1, 16)
         check_range("grid_size", self.grid_size, 3, 12)
         check_choice("distractor", self.distractor, ("bg_colour", "none"))
         check_range("ring_n", self.ring_n, 2, 64)
-        check_choice("aux", self.aux, ("reward", "dense", "count", "goal_dist", "xy", "random", "none"))
-        check_choice("audit_aux", self.audit_aux, ("reward", "dense", "count", "goal_dist", "xy", "none"))
+        if user:  # a user MDP's aux kinds are checked against the MDP when it is built
+            for name in ("aux", "audit_aux"):
+                if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                    raise ConfigError(f"config field {name!r} = {getattr(self, name)!r} must be the name of one of the MDP's aux kinds")
+            if self.audit_aux == "random":
+                raise ConfigError("config field 'audit_aux' = 'random' is not available: the ground truth needs a function of the state")
+        else:
+            check_choice("aux", self.aux, ("reward", "dense", "count", "goal_dist", "xy", "random", "none"))
+            check_choice("audit_aux", self.audit_aux, ("reward", "dense", "count", "goal_dist", "xy", "none"))
         check_choice("aux_loss", self.aux_loss, ("mse", "twohot"))
         check_range("c_p", self.c_p, 0)
         check_range("random_dim", self.random_dim, 1, 4096)
@@ -150,6 +171,8 @@ class JEPAConfig:
         check_range("audit_n_render", self.audit_n_render, 2, 1024)
         check_range("seed", self.seed, 0)
         check_range("threads", self.threads, 0, 256)
+        if user:
+            return
         env_aux = {"counting": ("reward", "dense", "count", "random", "none"), "gridworld": ("reward", "goal_dist", "xy", "random", "none"), "ring": ("reward", "random", "none")}[self.env]
         if self.aux not in env_aux:
             raise ConfigError(f"config field 'aux' = {self.aux!r} is not available for env {self.env!r}: choose one of {', '.join(env_aux)}")
@@ -171,8 +194,12 @@ class JEPAResult:
     config: JEPAConfig
 
 
-def build_env(cfg: JEPAConfig) -> TabularMDP:
-    """The tabular core named by ``cfg.env``."""
+def build_env(cfg: JEPAConfig, mdp: Any = None) -> TabularMDP:
+    """The tabular core named by ``cfg.env`` (a built-in name or a factory path), or ``mdp`` itself."""
+    if mdp is not None or is_factory_path(cfg.env):
+        core = as_tabular_mdp(load_factory(cfg.env) if mdp is None else mdp)
+        validate_mdp(core, tuple(dict.fromkeys((cfg.train_aux, cfg.audit_aux))))
+        return core
     if cfg.env == "counting":
         return CountingMDP(cfg.max_count, min(4, cfg.max_count), cfg.img, cfg.nuisance, random_dim=cfg.random_dim, random_seed=cfg.seed)
     if cfg.env == "gridworld":
@@ -247,8 +274,13 @@ def _optimizer(model: JEPAModel, cfg: JEPAConfig) -> torch.optim.Optimizer:
 _RESUME_MAY_CHANGE = ("steps", "log_every", "checkpoint_every", "audit_n_render", "figures", "device", "threads")
 
 
-def train(cfg: JEPAConfig, *, out: str | Path | None = None, resume: str | Path | None = None, quiet: bool = True) -> JEPAResult:
+def train(cfg: JEPAConfig, *, out: str | Path | None = None, resume: str | Path | None = None, quiet: bool = True, mdp: Any = None) -> JEPAResult:
     """Train, checkpoint and audit; returns the run directory, summary, model and audit report.
+
+    ``mdp``: a user's finite deterministic MDP (a tabular core, see
+    :mod:`auxfn.jepa.user_mdp`) instead of the env ``cfg.env`` names; it is validated,
+    and the run records the factory path of its class (or ``cfg.env`` when that is a
+    factory path) so that audit/eval can rebuild it.
 
     ``resume``: a run directory to continue from its last checkpoint (``steps`` may be
     raised); the continued run draws exactly the batches the uninterrupted one would.
@@ -256,12 +288,32 @@ def train(cfg: JEPAConfig, *, out: str | Path | None = None, resume: str | Path 
     """
     device = resolve_device(cfg.device)
     with torch_threads(cfg.threads if device.type == "cpu" else 0):
-        return _train(cfg, device, out=out, resume=resume, quiet=quiet)
+        return _train(cfg, device, out=out, resume=resume, quiet=quiet, mdp=mdp)
 
 
-def _train(cfg: JEPAConfig, device: torch.device, *, out, resume, quiet: bool) -> JEPAResult:
+def _resolve_mdp(cfg: JEPAConfig, mdp: Any) -> tuple[JEPAConfig, TabularMDP, dict[str, Any] | None]:
+    """The config with ``env`` naming how to rebuild the MDP, the core, and the record for mdp.json."""
+    if mdp is None and not is_factory_path(cfg.env):
+        return cfg, build_env(cfg), None
+    if mdp is not None and not is_factory_path(cfg.env):
+        path = factory_path(mdp)
+        if path is None:
+            raise MDPError(
+                f"the MDP's class {type(mdp).__qualname__!r} is defined inside a function, so a run cannot record how to rebuild it "
+                "for audit/eval: define it at module level, or set cfg.env to a factory path 'package.module:attr'"
+            )
+        cfg = dataclasses.replace(cfg, env=path)
+    core = build_env(cfg, mdp)
+    record = {
+        "factory": cfg.env, "fingerprint": fingerprint(core, cfg.audit_aux),
+        "n_states": int(core.n_states), "n_actions": int(core.n_actions), "obs_shape": [int(x) for x in core.obs_shape],
+    }
+    return cfg, core, record
+
+
+def _train(cfg: JEPAConfig, device: torch.device, *, out, resume, quiet: bool, mdp: Any = None) -> JEPAResult:
     seed_everything(cfg.seed)
-    core = build_env(cfg)
+    cfg, core, mdp_record = _resolve_mdp(cfg, mdp)
     model = build_model(cfg, core).to(device)
     opt = _optimizer(model, cfg)
     sampler = _Sampler(core, cfg, device)
@@ -270,7 +322,10 @@ def _train(cfg: JEPAConfig, device: torch.device, *, out, resume, quiet: bool) -
         sampler.load(ck.state["sampler"])
         run, start = Run.resume(resume, ck.step, config=cfg, quiet=quiet), ck.step
     else:
-        run, start = Run.create("jepa", cfg, name=f"{cfg.mode}-{cfg.env}", out=out, quiet=quiet), 0
+        name = cfg.env if mdp_record is None else cfg.env.split(":")[-1].split(".")[-1]
+        run, start = Run.create("jepa", cfg, name=f"{cfg.mode}-{name}", out=out, quiet=quiet), 0
+        if mdp_record is not None:
+            (run.path / "mdp.json").write_text(json.dumps(mdp_record, indent=2) + "\n")
 
     def checkpoint(step: int) -> None:
         save_checkpoint(run.path, step, {"model": model}, optimizers={"opt": opt}, config=cfg, state={"sampler": sampler.state()}, keep_last=2)
@@ -319,7 +374,9 @@ def _finish(run: Run, cfg: JEPAConfig, model: JEPAModel, core: TabularMDP, trans
     summary = {
         "mode": cfg.mode, "env": cfg.env,
         "n_classes": report.n_classes, "n_separated_classes": report.n_separated_classes,
-        "n_clusters": report.n_clusters, "n_collapsed_pairs": report.n_collapsed_pairs,
+        "n_clusters": report.n_clusters, "n_clusters_centroids": report.collapse["n_clusters_centroids"],
+        "n_clusters_silhouette": report.collapse["n_clusters_silhouette"], "cluster_class_ari": report.collapse["cluster_class_ari"],
+        "n_collapsed_pairs": report.n_collapsed_pairs,
         "n_noneq_pairs": report.collapse["n_noneq_pairs"], "min_ratio": report.collapse["min_ratio"],
         **{k: v for k, v in report.collapse.items() if k.startswith("n_collapsed_pairs_")},
         "centroid_acc_heldout": report.centroid_acc_heldout, "healthy_collapse_index": report.collapse["healthy_collapse_index"],
@@ -345,20 +402,45 @@ def _finish(run: Run, cfg: JEPAConfig, model: JEPAModel, core: TabularMDP, trans
     return summary, report
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[JEPAConfig, JEPAModel, TabularMDP]:
-    """The config, the model (weights of the last checkpoint) and the environment of a run."""
+def _rebuild_mdp(run: Run, cfg: JEPAConfig, mdp: Any = None) -> TabularMDP:
+    """The run's MDP: built-in, re-imported from its factory path, or ``mdp``; checked against mdp.json."""
+    if mdp is None and not is_factory_path(cfg.env):
+        return build_env(cfg)
+    try:
+        core = build_env(cfg, mdp)
+    except MDPError as err:
+        raise MDPError(f"cannot rebuild the MDP of run {run.path}: {err}") from None
+    rec_file = run.path / "mdp.json"
+    if rec_file.exists():
+        rec = json.loads(rec_file.read_text())
+        got = fingerprint(core, cfg.audit_aux)
+        if got != rec["fingerprint"]:
+            raise MDPError(
+                f"the MDP rebuilt for run {run.path} differs from the one it was trained on (fingerprint {got} != {rec['fingerprint']}; "
+                f"trained on n_states={rec['n_states']}, n_actions={rec['n_actions']}, obs_shape={tuple(rec['obs_shape'])}, "
+                f"now {core.n_states}, {core.n_actions}, {tuple(core.obs_shape)})"
+            )
+    return core
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", mdp: Any = None) -> tuple[JEPAConfig, JEPAModel, TabularMDP]:
+    """The config, the model (weights of the last checkpoint) and the environment of a run.
+
+    A run trained on a user MDP is rebuilt from its recorded factory path, or from ``mdp``
+    when given; either must match the fingerprint in the run's mdp.json.
+    """
     run = Run.open(run_dir)
     cfg = from_dict(JEPAConfig, run.metadata["config"])
-    core = build_env(cfg)
+    core = _rebuild_mdp(run, cfg, mdp)
     model = build_model(cfg, core).to(resolve_device(device))
     load_checkpoint(run.path, {"model": model}, restore_rng=False, map_location=device)
     model.eval()
     return cfg, model, core
 
 
-def reaudit(run_dir: str | Path, n_render: int | None = None) -> tuple[dict[str, Any], Any]:
+def reaudit(run_dir: str | Path, n_render: int | None = None, mdp: Any = None) -> tuple[dict[str, Any], Any]:
     """Recompute a run's audit, summary, figures and report from its last checkpoint."""
-    cfg, model, core = load_run(run_dir)
+    cfg, model, core = load_run(run_dir, mdp=mdp)
     if n_render is not None:
         cfg = from_dict(JEPAConfig, {**Run.open(run_dir).metadata["config"], "audit_n_render": n_render})
     run = Run.open(run_dir)
