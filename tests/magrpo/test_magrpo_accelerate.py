@@ -6,10 +6,10 @@ import torch
 pytest.importorskip("transformers")
 accelerate = pytest.importorskip("accelerate")
 
-from auxfn.magrpo.config import MAGRPOConfig
-from auxfn.magrpo.tasks import get_task
-from auxfn.magrpo.testing import char_tokenizer, tiny_causal_lm
-from auxfn.magrpo.trainer import MAGRPOTrainer
+from auxfn.magrpo.config import MAGRPOConfig  # noqa: E402
+from auxfn.magrpo.tasks import get_task  # noqa: E402
+from auxfn.magrpo.testing import char_tokenizer, tiny_causal_lm  # noqa: E402
+from auxfn.magrpo.trainer import MAGRPOTrainer  # noqa: E402
 
 
 def _run(steps=2, **kw):
