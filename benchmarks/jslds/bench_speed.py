@@ -1,10 +1,19 @@
-"""Seconds per training step of the JSLDS (fwd + bwd + Adam) and of the plain RNN, in one run.
+"""Seconds per training step of the JSLDS (fwd + bwd + clip + Adam) and of the plain RNN, in one run.
 
-    python benchmarks/jslds/bench_speed.py [--threads 2] [--repeats 30] [--out DIR]
+    python benchmarks/jslds/bench_speed.py [--threads 1 2] [--repeats 30] [--compile] [--out DIR]
+        [--jslds-run RUN_DIR --standard-run RUN_DIR]
 
-Sizes: GRU (n=100, B=256) and (n=64, B=64), T=25, u=6, o=3, 3-bit flip-flop batches. Also: the
-same with torch.func.jvp instead of the analytic GRU JVP, estimated FLOPs per step, and the
-fraction of this machine's float32 matmul throughput (one large torch.mm) that they reach.
+Sizes: GRU (n=100, B=256) and (n=64, B=64), T=25, u=6, o=3, 3-bit flip-flop batches. For each
+thread count the JSLDS step, the RNN step and the JSLDS with ``torch.func.jvp`` (no analytic JVP,
+no fused/projected path) are timed *interleaved* (one step of each in turn), so that load from
+other jobs hits all of them alike; the ratios are the robust figures, absolute seconds are not on a
+shared machine. FLOPs per step are counted with ``torch.utils.flop_counter.FlopCounterMode`` (one
+fwd + bwd) and compared with this machine's float32 matmul throughput (a 1024^3 ``torch.mm``
+measured in the same run, per thread count). ``--compile`` adds a row with the loss function
+(whole unrolled forward, and its backward) under ``torch.compile`` (its compile time is reported;
+several minutes on 2 cores). Also: time to fixed points, one pass of E over N JSLDS states of the
+co-trained model vs ``find_fixed_points`` from N RNN states of the standard model (trained runs
+if given, else the presets' models at initialisation with a fixed number of finder iterations).
 Writes results.json and results.md into --out (default benchmarks/jslds/results/speed).
 """
 
@@ -23,85 +32,192 @@ OFFICIAL_JAX = {(100, 256): 0.190, (64, 64): 0.0286}  # seconds per JSLDS step, 
 
 
 class AutogradGRU(GRUCell):
-    """The same cell without its analytic JVP (nor the input-projected path): torch.func.jvp per step."""
+    """The same cell without its analytic JVP nor the projected/fused path: torch.func.jvp per step."""
 
     jvp = None
-    jvp_px = None
+    fused_jvp_px = None
     project_inputs = None
 
 
-def flops_per_step(n: int, u: int, B: int, T: int, jslds: bool) -> float:
-    """Matmul FLOPs (2 per multiply-add): GRU F = 2(3n^2 + 3nu); its JVP repeats those products;
-    E = 2 layers of 2n^2; backward ~ 2x forward."""
-    f = 2 * (3 * n * n + 3 * n * u)
-    fwd = f + ((2 * f + 2 * 2 * n * n) if jslds else 0)
-    return 3.0 * B * T * fwd
-
-
-def time_step(cell_cls, n, B, jslds, repeats, seed=0):
+def make(cell_cls, n, seed=0):
     torch.manual_seed(seed)
-    task = FlipFlopTask()
-    g = torch.Generator().manual_seed(seed)
     model = JSLDS(cell_cls(n, 6), n_out=3)
     opt = torch.optim.Adam(model.parameters(), lr=0.02, eps=0.1)
-    w = LossWeights(3, 1, 100, 10) if jslds else LossWeights(1, 0, 0, 0)
-    times = []
-    for i in range(repeats + 3):
-        x, y, mask = task.sample(B, g)
-        t0 = time.perf_counter()
-        tr = model(x, run_jslds=jslds)
-        loss = jslds_losses(tr, y, mask, w)["total"]
-        opt.zero_grad(set_to_none=True)
+    return model, opt
+
+
+W_JSLDS, W_RNN = LossWeights(3, 1, 100, 10), LossWeights(1, 0, 0, 0)
+
+
+def train_step(model, opt, batch, jslds, loss_fn=None):
+    x, y, mask = batch
+    w = W_JSLDS if jslds else W_RNN
+    if loss_fn is None:
+        loss = jslds_losses(model(x, run_jslds=jslds), y, mask, w)["total"]
+    else:
+        loss = loss_fn(x, y, mask)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+    opt.step()
+
+
+def count_flops(model, batch, jslds) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, y, mask = batch
+    w = W_JSLDS if jslds else W_RNN
+    with FlopCounterMode(display=False) as fc:
+        loss = jslds_losses(model(x, run_jslds=jslds), y, mask, w)["total"]
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        if i >= 3:
-            times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+    model.zero_grad(set_to_none=True)
+    return float(fc.get_total_flops())
 
 
 def matmul_gflops(size=1024, repeats=10) -> float:
     a, b = torch.randn(size, size), torch.randn(size, size)
     torch.mm(a, b)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 * repeats / best / 1e9
+
+
+def median(v):
+    v = sorted(v)
+    return v[len(v) // 2]
+
+
+def time_interleaved(systems: dict, batches, repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds per step of each system, stepping them in turn on the same batches."""
+    times = {k: [] for k in systems}
+    for i in range(repeats + warmup):
+        batch = batches[i % len(batches)]
+        for name, (model, opt, jslds, fn) in systems.items():
+            t0 = time.perf_counter()
+            train_step(model, opt, batch, jslds, fn)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {k: median(v) for k, v in times.items()}
+
+
+def time_to_fixed_points(n_states: int, jslds_run, standard_run, fp_iters: int) -> dict:
+    """One pass of E over N JSLDS states (co-trained model) vs find_fixed_points from N RNN states
+    (standard model), the same N."""
+    from auxfn.core.seeding import make_generator
+    from auxfn.jslds.analysis import find_fixed_points
+    from auxfn.jslds.train import PRESETS, build_model, build_task, load_run
+
+    if jslds_run is not None and standard_run is not None:
+        _, jm, task = load_run(jslds_run)
+        _, sm, _ = load_run(standard_run)
+        source = f"trained runs {jslds_run} and {standard_run}"
+    else:
+        cfg = PRESETS["quick-flipflop"].config
+        task = build_task(cfg)
+        jm, sm = build_model(cfg, task), build_model(PRESETS["standard-flipflop"].config, task)
+        source = "quick-flipflop / standard-flipflop models at initialisation"
+    B = max(1, n_states // task.T)
+    x, _, _ = task.sample(B, make_generator(3))
+    with torch.no_grad():
+        a = jm(x).a.flatten(0, 1)[:n_states]
+        h = sm(x, run_jslds=False).h.flatten(0, 1)[:n_states]
+        xs = sm.x_star(x).flatten(0, 1)[:n_states]
     t0 = time.perf_counter()
-    for _ in range(repeats):
-        torch.mm(a, b)
-    return 2 * size**3 * repeats / (time.perf_counter() - t0) / 1e9
+    with torch.no_grad():
+        jm.expansion(a)
+    t_e = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fps = find_fixed_points(sm.cell, h, xs, lr=0.01, max_iters=fp_iters, q_tol=sm.n_state * 2.5e-7)
+    t_f = time.perf_counter() - t0
+    return {"n_states": int(a.shape[0]), "source": source, "seconds_expansion_pass": t_e, "seconds_find_fixed_points": t_f,
+            "fp_iters": fp_iters, "n_fixed_points_kept": len(fps), "ratio": t_f / t_e}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--compile", action="store_true", help="add a torch.compile row (slow to compile)")
+    ap.add_argument("--fp-states", type=int, default=1024)
+    ap.add_argument("--fp-iters", type=int, default=2000)
+    ap.add_argument("--jslds-run", type=Path, default=None)
+    ap.add_argument("--standard-run", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     out = args.out or Path(__file__).parent / "results" / "speed"
     out.mkdir(parents=True, exist_ok=True)
-    peak = matmul_gflops()
-    rows = []
-    for n, B in ((100, 256), (64, 64)):
-        t_j = time_step(GRUCell, n, B, True, args.repeats)
-        t_r = time_step(GRUCell, n, B, False, args.repeats)
-        t_a = time_step(AutogradGRU, n, B, True, args.repeats)
-        fj, fr = flops_per_step(n, 6, B, 25, True), flops_per_step(n, 6, B, 25, False)
-        rows.append({
-            "n": n, "B": B, "jslds_s": t_j, "rnn_s": t_r, "jslds_torch_func_jvp_s": t_a,
-            "jslds_over_rnn": t_j / t_r, "official_jax_s": OFFICIAL_JAX[(n, B)], "speedup_vs_official": OFFICIAL_JAX[(n, B)] / t_j,
-            "jslds_gflop_per_step": fj / 1e9, "rnn_gflop_per_step": fr / 1e9,
-            "jslds_fraction_of_matmul_peak": fj / t_j / 1e9 / peak, "rnn_fraction_of_matmul_peak": fr / t_r / 1e9 / peak,
-        })
-    res = {"threads": args.threads, "torch": torch.__version__, "matmul_gflops_1024": peak, "rows": rows}
+    task = FlipFlopTask()
+    rows, peaks = [], {}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        peaks[threads] = matmul_gflops()
+        for n, B in ((100, 256), (64, 64)):
+            g = torch.Generator().manual_seed(0)
+            batches = [task.sample(B, g) for _ in range(4)]
+            systems = {
+                "jslds": (*make(GRUCell, n), True, None),
+                "rnn": (*make(GRUCell, n), False, None),
+                "jslds_torch_func_jvp": (*make(AutogradGRU, n), True, None),
+            }
+            compile_s = None
+            if args.compile:
+                cm, copt = make(GRUCell, n)
+                fn = torch.compile(lambda x, y, mask, m=cm: jslds_losses(m(x), y, mask, W_JSLDS)["total"])
+                t0 = time.perf_counter()
+                train_step(cm, copt, batches[0], True, fn)
+                compile_s = time.perf_counter() - t0
+                systems["jslds_compiled"] = (cm, copt, True, fn)
+            t = time_interleaved(systems, batches, args.repeats)
+            fj = count_flops(systems["jslds"][0], batches[0], True)
+            fr = count_flops(systems["rnn"][0], batches[0], False)
+            row = {
+                "threads": threads, "n": n, "B": B, "jslds_s": t["jslds"], "rnn_s": t["rnn"],
+                "jslds_torch_func_jvp_s": t["jslds_torch_func_jvp"], "jslds_over_rnn": t["jslds"] / t["rnn"],
+                "official_jax_s": OFFICIAL_JAX[(n, B)], "speedup_vs_official": OFFICIAL_JAX[(n, B)] / t["jslds"],
+                "jslds_gflop_per_step": fj / 1e9, "rnn_gflop_per_step": fr / 1e9,
+                "jslds_fraction_of_matmul_peak": fj / t["jslds"] / 1e9 / peaks[threads],
+                "rnn_fraction_of_matmul_peak": fr / t["rnn"] / 1e9 / peaks[threads],
+            }
+            if args.compile:
+                row.update(jslds_compiled_s=t["jslds_compiled"], compile_seconds=compile_s,
+                           speedup_vs_official_compiled=OFFICIAL_JAX[(n, B)] / t["jslds_compiled"])
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    torch.set_num_threads(1)
+    fp = time_to_fixed_points(args.fp_states, args.jslds_run, args.standard_run, args.fp_iters)
+    print(json.dumps(fp), flush=True)
+    try:
+        import os
+
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    res = {"torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M"), "load_average_at_end": load,
+           "matmul_gflops_1024": peaks, "rows": rows, "time_to_fixed_points": fp}
     (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
-    lines = ["# JSLDS training-step speed", "", f"torch {torch.__version__}, {args.threads} thread(s), "
-             f"float32 matmul peak (1024^3 mm) {peak:.1f} GFLOP/s; median of {args.repeats} steps", "",
-             "| n | B | JSLDS s/step | RNN s/step | JSLDS/RNN | JSLDS with torch.func.jvp | official JAX | speed-up vs JAX | JSLDS GFLOP/step | JSLDS % of peak | RNN % of peak |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["# JSLDS training-step speed", "",
+             f"torch {torch.__version__}, {res['date']}, load average at the end {load}; median of {args.repeats} "
+             "interleaved steps; float32 matmul throughput (1024^3 mm): "
+             + ", ".join(f"{k} thread(s) {v:.1f} GFLOP/s" for k, v in peaks.items()), "",
+             "| threads | n | B | JSLDS s/step | RNN s/step | JSLDS/RNN | JSLDS, torch.func.jvp | official JAX | speed-up vs JAX "
+             "| JSLDS GFLOP/step | RNN GFLOP/step | JSLDS % of mm peak | RNN % of mm peak |"
+             + (" compiled JSLDS s/step | compile s |" if args.compile else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if args.compile else "")]
     for r in rows:
-        lines.append(f"| {r['n']} | {r['B']} | {r['jslds_s']:.4f} | {r['rnn_s']:.4f} | {r['jslds_over_rnn']:.2f} | "
-                     f"{r['jslds_torch_func_jvp_s']:.4f} | {r['official_jax_s']} | {r['speedup_vs_official']:.2f} | "
-                     f"{r['jslds_gflop_per_step']:.3f} | {100 * r['jslds_fraction_of_matmul_peak']:.1f} | {100 * r['rnn_fraction_of_matmul_peak']:.1f} |")
+        line = (f"| {r['threads']} | {r['n']} | {r['B']} | {r['jslds_s']:.4f} | {r['rnn_s']:.4f} | {r['jslds_over_rnn']:.2f} | "
+                f"{r['jslds_torch_func_jvp_s']:.4f} | {r['official_jax_s']} | {r['speedup_vs_official']:.2f} | "
+                f"{r['jslds_gflop_per_step']:.3f} | {r['rnn_gflop_per_step']:.3f} | {100 * r['jslds_fraction_of_matmul_peak']:.1f} | "
+                f"{100 * r['rnn_fraction_of_matmul_peak']:.1f} |")
+        if args.compile:
+            line += f" {r['jslds_compiled_s']:.4f} | {r['compile_seconds']:.0f} |"
+        lines.append(line)
+    lines += ["", f"Time to fixed points ({fp['source']}), N = {fp['n_states']} states: one pass of E "
+              f"{fp['seconds_expansion_pass']:.4f} s; find_fixed_points ({fp['fp_iters']} Adam iterations + Newton) "
+              f"{fp['seconds_find_fixed_points']:.2f} s ({fp['ratio']:.0f}x), {fp['n_fixed_points_kept']} fixed points kept."]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -77,18 +77,33 @@ class VanillaRNNCell(nn.Module):
     def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self._act(torch.addmm(self.b, h, self.w_h) + x @ self.w_x)
 
-    # Input-projected form: px = x W_x is linear in x, so a whole sequence (and its tangent) is
-    # projected with one matmul instead of one per step (see JSLDS.forward).
+    # Input-projected form (the training fast path, see JSLDS.forward): p = x W_x + b is affine in
+    # x, so a whole sequence (and its tangent, without b) is projected with one matmul outside the
+    # time loop, and the per-step work is one matmul against W_h.
     def project_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """``x W_x`` (no bias) for ``x: (..., u)``."""
         return x @ self.w_x
 
-    def forward_px(self, h: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
-        return self._act(torch.addmm(self.b, h, self.w_h) + px)
+    def input_bias(self) -> torch.Tensor:
+        """What ``forward_px`` expects added to ``project_inputs`` for primal rows."""
+        return self.b
 
-    def jvp_px(self, h, px, dh, dpx):
-        z = torch.addmm(self.b, h, self.w_h) + px
+    def forward_px(self, h: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """``F`` from ``p = x W_x + b``."""
+        return self._act(torch.addmm(p, h, self.w_h))
+
+    def fused_jvp_px(self, S: torch.Tensor, P: torch.Tensor, n_tangent: int):
+        """F at every primal row and the JVP at the last ``n_tangent`` of them, with one matmul.
+
+        ``S = [s; ds]`` stacks primal states ``s: (M, n)`` and the tangent ``ds: (K, n)`` of the
+        last ``K = n_tangent`` primal rows; ``P`` stacks their projected inputs (``x W_x + b`` for
+        primal rows, ``dx W_x`` for tangent rows). Returns ``(F(s): (M, n), J_h ds + J_x dx: (K, n))``.
+        """
+        K = n_tangent
+        M = S.shape[0] - K
+        z, dz = torch.addmm(P, S, self.w_h).split([M, K])
         f = self._act(z)
-        return f, self._slope(z, f) * (dh @ self.w_h + dpx)
+        return f, self._slope(z.split([M - K, K])[1], f.split([M - K, K])[1]) * dz
 
     def _slope(self, z: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         return 1 - f * f if self.nonlinearity == "tanh" else (z > 0).to(f.dtype)
@@ -141,10 +156,7 @@ class GRUCell(nn.Module):
         self.b_c = nn.Parameter(torch.zeros(n))
 
     def _gates(self, h, x):
-        return self._gates_px(h, x @ self.w_rz_x)
-
-    def _gates_px(self, h, px_rz):
-        pre = torch.addmm(self.b_rz, h, self.w_rz_h) + px_rz
+        pre = torch.addmm(self.b_rz, h, self.w_rz_h) + x @ self.w_rz_x
         if self.gate_bias:
             pre = pre + torch.cat([pre.new_zeros(self.n_state), pre.new_full((self.n_state,), self.gate_bias)])
         rz = torch.sigmoid(pre)
@@ -167,27 +179,54 @@ class GRUCell(nn.Module):
         f = c + z * (h - c)
         return f, dz * (h - c) + z * dh + (1 - z) * dc
 
-    # Input-projected form: px = [x W_rz_x, x W_c_x] is linear in x, so a whole sequence (and
-    # its tangent) is projected with one matmul instead of two per step (see JSLDS.forward).
+    # Input-projected form (the training fast path, see JSLDS.forward): p = [x W_rz_x + b_rz, x W_c_x + b_c]
+    # is affine in x, so a whole sequence (and its tangent, without biases) is projected with one
+    # matmul outside the time loop; per step there remain the two recurrent matmuls.
     def project_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [W_rz_x, W_c_x]``: ``(..., 3n)``, no bias."""
         return x @ torch.cat([self.w_rz_x, self.w_c_x], 1)
 
-    def forward_px(self, h: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
-        n2 = 2 * self.n_state
-        r, z = self._gates_px(h, px[:, :n2])
-        c = torch.tanh(torch.addmm(self.b_c, r * h, self.w_c_h) + px[:, n2:])
+    def input_bias(self) -> torch.Tensor:
+        """``[b_rz (+ gate_bias on the update half), b_c]``, added to primal rows of ``project_inputs``."""
+        b = torch.cat([self.b_rz, self.b_c])
+        if self.gate_bias:
+            n = self.n_state
+            b = b + torch.cat([b.new_zeros(n), b.new_full((n,), self.gate_bias), b.new_zeros(n)])
+        return b
+
+    def forward_px(self, h: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """``F`` from ``p = project_inputs(x) + input_bias()``."""
+        p_rz, p_c = p.split([2 * self.n_state, self.n_state], 1)
+        r, z = torch.sigmoid(torch.addmm(p_rz, h, self.w_rz_h)).chunk(2, 1)
+        c = torch.tanh(torch.addmm(p_c, r * h, self.w_c_h))
         return c + z * (h - c)
 
-    def jvp_px(self, h, px, dh, dpx):
-        n, n2 = self.n_state, 2 * self.n_state
-        r, z = self._gates_px(h, px[:, :n2])
-        c = torch.tanh(torch.addmm(self.b_c, r * h, self.w_c_h) + px[:, n2:])
-        drz = dh @ self.w_rz_h + dpx[:, :n2]
-        dr = r * (1 - r) * drz[:, :n]
-        dz = z * (1 - z) * drz[:, n:]
-        dc = (1 - c * c) * ((dr * h + r * dh) @ self.w_c_h + dpx[:, n2:])
-        hc = h - c
-        return c + z * hc, dz * hc + z * dh + (1 - z) * dc
+    def fused_jvp_px(self, S: torch.Tensor, P: torch.Tensor, n_tangent: int):
+        """F at every primal row and the JVP at the last ``n_tangent`` of them, two matmuls in all.
+
+        ``S = [s; ds]`` stacks primal states ``s: (M, n)`` (e.g. the RNN state and the expansion
+        point) and the tangent ``ds: (K, n)`` of the last ``K = n_tangent`` primal rows; ``P`` stacks
+        their projected inputs (``+ input_bias()`` on primal rows, none on tangent rows). The gate
+        and candidate products of the primal and of the tangent share one matmul each.
+        Returns ``(F(s): (M, n), J_h ds + J_x dx: (K, n))``.
+        """
+        # split/chunk rather than slicing: a slice's backward zero-fills a gradient of the whole tensor
+        n, K = self.n_state, n_tangent
+        M = S.shape[0] - K
+        s, ds = S.split([M, K])
+        e = S.split([M - K, K, K])[1]
+        p_rz, p_c = P.split([2 * n, n], 1)
+        g, dg = torch.addmm(p_rz, S, self.w_rz_h).split([M, K])
+        rz = torch.sigmoid(g)
+        r, z = rz.chunk(2, 1)
+        rz_e = rz.split([M - K, K])[1]
+        r_e, z_e = rz_e.chunk(2, 1)
+        dr, dz = (rz_e * (1 - rz_e) * dg).chunk(2, 1)
+        cc, dcc = torch.addmm(p_c, torch.cat([r * s, dr * e + r_e * ds]), self.w_c_h).split([M, K])
+        c = torch.tanh(cc)
+        c_e = c.split([M - K, K])[1]
+        f = c + z * (s - c)
+        return f, dz * (e - c_e) + z_e * ds + (1 - z_e) * ((1 - c_e * c_e) * dcc)
 
     def extra_repr(self) -> str:
         return f"n_state={self.n_state}, n_input={self.n_input}"

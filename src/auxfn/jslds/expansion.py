@@ -34,3 +34,21 @@ class ExpansionNet(nn.Module):
         for layer in self.layers:
             z = torch.tanh(z + layer(z))
         return z
+
+    def folded(self):
+        """``E`` as a function with each layer's residual folded into its weight:
+        ``z + z W^T + b = z (I + W^T) + b``, one ``addmm`` and one ``tanh`` per layer.
+
+        Equal to ``forward`` (up to rounding); the folded weights are built once, so a time loop
+        that calls E at every step (``JSLDS.forward``) saves an add per layer and step, and its
+        backward one node per layer and step. Differentiable in the weights.
+        """
+        eye = torch.eye(self.n_state, dtype=self.layers[0].weight.dtype, device=self.layers[0].weight.device)
+        mats = [(layer.bias, eye + layer.weight.T) for layer in self.layers]
+
+        def E(z: torch.Tensor) -> torch.Tensor:
+            for b, m in mats:
+                z = torch.tanh(torch.addmm(b, z, m))
+            return z
+
+        return E

@@ -148,32 +148,22 @@ class JSLDS(nn.Module):
         if s0.shape != (B, self.n_state):
             raise ValueError(f"h0 must have shape ({B}, {self.n_state}), got {tuple(s0.shape)}")
         hs, as_, es, fes = [], [], [], []
-        # Cells with an input-projected form (the built-in ones) project the whole sequence at
-        # once: the per-step input matmuls (and their backward) are most of the small-op overhead.
-        fast = callable(getattr(self.cell, "project_inputs", None)) and callable(getattr(self.cell, "jvp_px", None))
+        # Cells with an input-projected form (the built-in ones) take the fast path: see _forward_fast.
+        if all(callable(getattr(self.cell, m, None)) for m in ("project_inputs", "input_bias", "forward_px", "fused_jvp_px")):
+            return self._forward_fast(x, s0, run_rnn, run_jslds)
+        # unbind, not x[:, t]: the backward of indexing would zero-fill a full-size gradient per step
         if run_rnn:
             h = s0
-            if fast:
-                px = self.cell.project_inputs(x)
-                for t in range(T):
-                    h = self.cell.forward_px(h, px[:, t])
-                    hs.append(h)
-            else:
-                for t in range(T):
-                    h = self.cell(h, x[:, t])
-                    hs.append(h)
+            for x_t in x.unbind(1):
+                h = self.cell(h, x_t)
+                hs.append(h)
         if run_jslds:
-            xs = self.x_star(x).contiguous()
-            dx = x - xs
+            xs = self.x_star(x)
+            xs_t, dx_t = xs.unbind(1), (x - xs).unbind(1)
             a = s0
-            if fast:
-                pxs, pdx = self.cell.project_inputs(xs), self.cell.project_inputs(dx)
             for t in range(T):
                 e = self.expansion(a)
-                if fast:
-                    f_e, d = self.cell.jvp_px(e, pxs[:, t], a - e, pdx[:, t])
-                else:
-                    f_e, d = cell_jvp(self.cell, e, xs[:, t], a - e, dx[:, t])
+                f_e, d = cell_jvp(self.cell, e, xs_t[t], a - e, dx_t[t])
                 a = e + d
                 as_.append(a)
                 es.append(e)
@@ -184,6 +174,59 @@ class JSLDS(nn.Module):
             h=h_bt, a=a_bt, e=stack(es), F_e=stack(fes),
             y_rnn=self.readout(h_bt) if h_bt is not None else None,
             y_jslds=self.readout(a_bt) if a_bt is not None else None,
+        )
+
+    def _forward_fast(self, x: torch.Tensor, s0: torch.Tensor, run_rnn: bool, run_jslds: bool) -> Trajectories:
+        """The training path for cells with an input-projected form.
+
+        - Inputs enter F affinely (``x W_x + b``), so the RNN's inputs, the JSLDS's ``x*`` and the
+          tangent ``x - x*`` are projected in one matmul before the loop; ``unbind`` hands out the
+          steps (its backward is one stack, where indexing ``P[:, t]`` would zero-fill a full-size
+          gradient at every step).
+        - Per step, the RNN state ``h``, the expansion point ``e`` and the tangent ``a - e`` go
+          through the cell as one stacked batch: ``fused_jvp_px`` returns ``F(h)``, ``F(e, x*)``
+          (the JVP's primal, used by the fixed-point loss) and ``J_h (a - e) + J_x (x - x*)``.
+        - ``E`` runs with its residuals folded into the weights; readouts and the loss terms are
+          computed on the stacked trajectories after the loop.
+        """
+        B, T, _ = x.shape
+        cell = self.cell
+        bias = cell.input_bias()
+        if not run_jslds:
+            if not run_rnn:
+                return Trajectories(None, None, None, None, None, None)
+            P = (cell.project_inputs(x) + bias).unbind(1)
+            h, hs = s0, []
+            for t in range(T):
+                h = cell.forward_px(h, P[t])
+                hs.append(h)
+            h_bt = torch.stack(hs, 1)
+            return Trajectories(h=h_bt, a=None, e=None, F_e=None, y_rnn=self.readout(h_bt), y_jslds=None)
+        xs = self.x_star(x)
+        primal = [x, xs] if run_rnn else [xs]
+        m = len(primal)
+        P = cell.project_inputs(torch.cat([*primal, x - xs], 0))  # ((m + 1) B, T, k)
+        P_primal, P_tangent = P.split([m * B, B])
+        P = torch.cat([P_primal + bias, P_tangent], 0).unbind(1)
+        E = self.expansion.folded() if callable(getattr(self.expansion, "folded", None)) else self.expansion
+        h, a = s0, s0
+        Fs, as_, es = [], [], []
+        for t in range(T):
+            e = E(a)
+            S = torch.cat([h, e, a - e] if run_rnn else [e, a - e], 0)
+            f, d = cell.fused_jvp_px(S, P[t], B)
+            if run_rnn:
+                h = f.split([B, B])[0]
+            a = e + d
+            Fs.append(f)
+            as_.append(a)
+            es.append(e)
+        F_all = torch.stack(Fs, 1)  # (m B, T, n): F(h_{t-1}, x_t) rows, then F(e_t, x*_t) rows
+        a_bt = torch.stack(as_, 1)
+        h_bt, F_e = F_all.split([B, B]) if run_rnn else (None, F_all)
+        return Trajectories(
+            h=h_bt, a=a_bt, e=torch.stack(es, 1), F_e=F_e,
+            y_rnn=self.readout(h_bt) if run_rnn else None, y_jslds=self.readout(a_bt),
         )
 
     # ------------------------------------------------------------------ analysis
