@@ -554,17 +554,9 @@ class RingEnv(TabularEnv):
         super().__init__(RingMDP(n, cell_px), aux, render_mode)
 
 
-def _register() -> None:
-    for env_id, entry, steps in (
-        ("auxfn/Counting-v0", "auxfn.jepa.envs:CountingEnv", 4),  # episode length 4, as the reference code
-        ("auxfn/GridWorld-v0", "auxfn.jepa.envs:GridWorld", 50),
-        ("auxfn/Ring-v0", "auxfn.jepa.envs:RingEnv", 50),
-    ):
-        if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=entry, max_episode_steps=steps)
+from auxfn.jepa.registration import register_envs  # noqa: E402
 
-
-_register()
+register_envs()
 
 
 def make_aux_fn(core: TabularMDP, kind: str, random_dim: int = 16, seed: int = 0):
