@@ -29,10 +29,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=PRESETS["quick"].config.steps)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--workers", type=int, default=1, help="worker processes (one torch thread each)")
+    ap.add_argument("--aggregate-only", action="store_true", help="train nothing; build the tables from the finished cells")
     args = ap.parse_args()
     base = dataclasses.replace(PRESETS["quick"].config, steps=args.steps, figures=False)
     t0 = time.perf_counter()
-    run_grid(args.modes, args.seeds, args.envs, args.out, base=base, workers=args.workers, log=lambda s: print(s, flush=True))
+    run_grid(args.modes, args.seeds, args.envs, args.out, base=base, workers=args.workers, log=lambda s: print(s, flush=True), run=not args.aggregate_only)
     print(f"grid done in {time.perf_counter() - t0:.0f} s with {args.workers} worker(s); tables: {args.out / 'results.md'}")
     print((args.out / "results.md").read_text())
 

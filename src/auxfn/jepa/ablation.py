@@ -66,10 +66,11 @@ def _line(row: dict[str, Any]) -> str:
             f"collapsed {row['n_collapsed_pairs']}, centroid acc {row['centroid_acc_heldout']:.3f}, {row['wall_s']:.1f} s (load {row['load_start']:.1f})")
 
 
-def run_grid(modes=MODES, seeds=(0, 1, 2), envs=tuple(ENV_SETTINGS), out: str | Path = "benchmarks/jepa/results", base=None, quiet: bool = True, log=print, workers: int = 1) -> dict[str, Any]:
+def run_grid(modes=MODES, seeds=(0, 1, 2), envs=tuple(ENV_SETTINGS), out: str | Path = "benchmarks/jepa/results", base=None, quiet: bool = True, log=print, workers: int = 1, run: bool = True) -> dict[str, Any]:
     """Train and audit every (env, mode, seed); write results.json and results.md into ``out``.
 
-    Cells already in ``out/cells`` with the same base config are not run again.
+    Cells already in ``out/cells`` with the same base config are not run again; with
+    ``run=False`` nothing is trained and the tables are built from the finished cells.
     """
     from auxfn.jepa.training import PRESETS
 
@@ -89,9 +90,11 @@ def run_grid(modes=MODES, seeds=(0, 1, 2), envs=tuple(ENV_SETTINGS), out: str | 
     key = _config_key(base_dict)
     done: dict[tuple[str, str, int], dict[str, Any]] = {}
     todo = []
-    for env in envs:
-        for mode in modes:
-            for seed in seeds:
+    # seed-major order: every (env, mode) gets its first seed before any gets a second, so
+    # an interrupted grid still covers every cell of the table
+    for seed in seeds:
+        for env in envs:
+            for mode in modes:
                 f = cells_dir / f"{env}-{mode}-s{seed}.json"
                 if f.exists():
                     row = json.loads(f.read_text())
@@ -99,6 +102,8 @@ def run_grid(modes=MODES, seeds=(0, 1, 2), envs=tuple(ENV_SETTINGS), out: str | 
                         done[(env, mode, int(seed))] = row
                         continue
                 todo.append((env, mode, int(seed)))
+    if not run:
+        todo = []
     if done:
         log(f"{len(done)} cells already done in {cells_dir}, {len(todo)} to run")
     t_grid = time.perf_counter()
@@ -122,12 +127,14 @@ def run_grid(modes=MODES, seeds=(0, 1, 2), envs=tuple(ENV_SETTINGS), out: str | 
             futures = [pool.submit(_run_cell, base_dict, env, mode, seed, str(out), quiet) for env, mode, seed in todo]
             for fut in as_completed(futures):
                 record(fut.result())
-    rows = [done[(e, m, int(s))] for e in envs for m in modes for s in seeds]
+    rows = [done[(e, m, int(s))] for e in envs for m in modes for s in seeds if (e, m, int(s)) in done]
     agg = []
     for env in envs:
         for mode in modes:
             cell = [r for r in rows if r["env"] == env and r["mode"] == mode]
-            agg.append({"env": env, "mode": mode, **{k: (float(np.mean([r.get(k, np.nan) for r in cell])), float(np.std([r.get(k, np.nan) for r in cell]))) for k, _ in COLUMNS}})
+            if not cell:
+                continue
+            agg.append({"env": env, "mode": mode, "n_seeds": len(cell), **{k: (float(np.mean([r.get(k, np.nan) for r in cell])), float(np.std([r.get(k, np.nan) for r in cell]))) for k, _ in COLUMNS}})
     result = {"config": base_dict, "seeds": list(seeds), "workers": workers, "grid_wall_s_this_call": time.perf_counter() - t_grid,
               "sum_cell_wall_s": float(sum(r["wall_s"] for r in rows)), "rows": rows, "aggregate": agg}
     (out / "results.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
@@ -135,10 +142,10 @@ def run_grid(modes=MODES, seeds=(0, 1, 2), envs=tuple(ENV_SETTINGS), out: str | 
         "# P-JEPA ablation grid", "",
         f"Base config: {json.dumps({k: v for k, v in base_dict.items() if k in ('steps', 'batch_size', 'lr', 'c_p', 'img', 'latent_dim', 'arch')})}; seeds {list(seeds)}.",
         "Mean ± std over seeds.", "",
-        "| env | mode | " + " | ".join(name for _, name in COLUMNS) + " |",
-        "|---|---|" + "---|" * len(COLUMNS),
+        "| env | mode | seeds | " + " | ".join(name for _, name in COLUMNS) + " |",
+        "|---|---|---|" + "---|" * len(COLUMNS),
     ]
     for a in agg:
-        lines.append(f"| {a['env']} | {a['mode']} | " + " | ".join(f"{a[k][0]:.3g} ± {a[k][1]:.2g}" for k, _ in COLUMNS) + " |")
+        lines.append(f"| {a['env']} | {a['mode']} | {a['n_seeds']} | " + " | ".join(f"{a[k][0]:.3g} ± {a[k][1]:.2g}" for k, _ in COLUMNS) + " |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     return result

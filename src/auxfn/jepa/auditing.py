@@ -47,7 +47,8 @@ import torch
 from auxfn.jepa.bisim import Bisimulation, empirical_bisimulation, largest_bisimulation
 from auxfn.jepa.envs import TabularMDP, make_aux_fn, transition_table
 
-__all__ = ["AuditReport", "adjusted_rand_index", "audit", "audit_figures", "cluster_labels", "count_clusters", "count_clusters_silhouette", "latent_audit", "rankme", "ridge_probe", "silhouette"]
+__all__ = ["AuditReport", "adjusted_rand_index", "audit", "audit_figures", "cluster_labels", "count_clusters", "count_clusters_silhouette", "latent_audit", "rankme", "ridge_probe", "silhouette",
+           "tsne_available", "tsne_embedding"]
 
 
 def rankme(z: np.ndarray, eps: float = 1e-12) -> float:
@@ -523,8 +524,40 @@ def _depth_bound(model, z: np.ndarray, n_actions: int, p_states: np.ndarray, dyn
     return {"lip_T": lip_t, "lip_P": lip_p, "eps_T": eps_t, "eps_p": eps_p, "delta": delta, "scale": s, "rows": rows}
 
 
+def tsne_available() -> bool:
+    """True when scikit-learn (the optional ``analysis`` extra) can be imported."""
+    try:
+        from sklearn.manifold import TSNE  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def tsne_embedding(z: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray | None:
+    """2-D t-SNE (scikit-learn) of z (N, d), or None when scikit-learn is not installed.
+
+    The perplexity is capped at (N - 1) / 3 (scikit-learn needs it below N); PCA
+    initialisation and a fixed seed make the picture reproducible.
+    """
+    if not tsne_available():
+        return None
+    from sklearn.manifold import TSNE
+
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2 or len(z) < 5:
+        raise ValueError(f"t-SNE needs z of shape (N >= 5, d), got {z.shape}")
+    tsne = TSNE(n_components=2, perplexity=min(perplexity, (len(z) - 1) / 3), init="pca", random_state=seed)
+    try:  # one OpenMP thread: on a busy 2-core machine the default thread pool made it 20x slower
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return tsne.fit_transform(z)
+    with threadpool_limits(1):
+        return tsne.fit_transform(z)
+
+
 def audit_figures(report: AuditReport, out_dir: str | Path, prefix: str = "") -> list[Path]:
-    """PCA of the audit latents coloured by class, and d_min / s against distinguishing depth."""
+    """PCA (and t-SNE when scikit-learn is installed) of the audit latents coloured by
+    class, and d_min / s against distinguishing depth."""
     from auxfn.core.plotting import COLORS, save_figure, subplots
 
     if report.latents is None:
@@ -544,15 +577,16 @@ def audit_figures(report: AuditReport, out_dir: str | Path, prefix: str = "") ->
     if report.n_classes <= 10:
         ax.legend(fontsize=7, markerscale=1.5, ncol=2)
     paths = [save_figure(fig, out_dir, f"{prefix}pca")]
-    try:  # t-SNE only where scikit-learn is installed (it is not a dependency)
-        from sklearn.manifold import TSNE
-    except ImportError:
-        TSNE = None
-    if TSNE is not None and len(z) > 10:
-        emb = TSNE(n_components=2, perplexity=min(30.0, (len(z) - 1) / 3), random_state=0).fit_transform(z)
+    emb = tsne_embedding(z, seed=report.settings.get("seed", 0))
+    if emb is not None:
         fig, ax = subplots(width=4.6, height=3.8)
-        ax.scatter(emb[:, 0], emb[:, 1], s=8, c=cls, cmap="tab10" if report.n_classes <= 10 else "viridis")
-        ax.set(title="t-SNE of latents by bisimulation class")
+        for c in range(report.n_classes):
+            m = cls == c
+            colour = cmap(c) if report.n_classes <= 10 else cmap(c / k)
+            ax.scatter(emb[m, 0], emb[m, 1], s=8, color=colour, label=str(c) if report.n_classes <= 10 else None)
+        ax.set(xlabel="t-SNE 1", ylabel="t-SNE 2", title=f"t-SNE of latents by bisimulation class ({report.n_clusters} clusters)")
+        if report.n_classes <= 10:
+            ax.legend(fontsize=7, markerscale=1.5, ncol=2)
         paths.append(save_figure(fig, out_dir, f"{prefix}tsne"))
     dv = np.array(report.collapse["distance_vs_depth"], dtype=float).reshape(-1, 2)
     fig, ax = subplots()

@@ -105,7 +105,7 @@ def _demo(ctx: DemoContext) -> DemoResult:
 
     base = PRESETS["quick"].config
     if ctx.quick:
-        base = dataclasses.replace(base, steps=450, batch_size=64, audit_n_render=8)
+        base = dataclasses.replace(base, steps=450, batch_size=64, audit_n_render=8, figures=False)  # the demo draws its own figure
     results = {}
     for mode in ("joint", "dyn_only"):
         cfg = dataclasses.replace(base, mode=mode, seed=ctx.seed, steps=base.steps if mode == "joint" else max(200, base.steps // 2), device=ctx.device)

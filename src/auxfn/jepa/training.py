@@ -398,7 +398,13 @@ def _finish(run: Run, cfg: JEPAConfig, model: JEPAModel, core: TabularMDP, trans
         ax.set(xlabel="step", ylabel="loss", yscale="log", title=f"{cfg.mode} on {cfg.env}")
         ax.legend()
         figures.append(save_figure(fig, run, "losses"))
-    run.write_report(f"P-JEPA {cfg.mode} on {cfg.env}", report.headline(), sections=[("Audit", report.details_markdown())], figures=figures)
+    sections = [("Audit", report.details_markdown())]
+    if cfg.figures:
+        from auxfn.jepa.auditing import tsne_available
+
+        if not tsne_available():
+            sections.append(("Figures", "t-SNE figure skipped: scikit-learn is not installed (pip install 'auxfn[analysis]'); the PCA figure is drawn."))
+    run.write_report(f"P-JEPA {cfg.mode} on {cfg.env}", report.headline(), sections=sections, figures=figures)
     return summary, report
 
 
