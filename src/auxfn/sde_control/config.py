@@ -10,7 +10,7 @@ from auxfn.core.config import ConfigError, check_choice, check_positive, check_r
 __all__ = ["METHODS", "PRESETS", "SYSTEM_NAMES", "ControlConfig", "preset"]
 
 METHODS = ("as", "es-icnn", "es-quad", "es-linear")
-SYSTEM_NAMES = ("harmonic", "energy", "prop32", "pendulum", "hopf", "lorenz", "stuart", "echo")
+SYSTEM_NAMES = ("harmonic", "energy", "prop32", "pendulum", "hopf", "lorenz", "stuart", "echo", "cellfate")
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class ControlConfig:
     """Learn a stabilising stochastic controller (AS) or a controller plus a Lyapunov function (ES)."""
 
     system: str = "harmonic"
-    """harmonic, energy, prop32, pendulum, hopf, lorenz, stuart or echo."""
+    """harmonic, energy, prop32, pendulum, hopf, lorenz, stuart, echo or cellfate."""
     method: str = "as"
     """as (asymptotic stabiliser), es-icnn, es-quad (ES with the ICNN / diagonal-quadratic V), es-linear (x^T P x with u = Kx)."""
     lorenz_target: str = "P1"
@@ -35,6 +35,10 @@ class ControlConfig:
     """Where u enters: diffusion (the paper) or drift."""
     controller: str = "mul"
     """mul: u = NN(x)⊙x (paper); diff: NN(x) - NN(0); linear: u = Kx."""
+    pin: tuple[int, ...] = ()
+    """Pinning control (AS only): the coordinates (0-based) the controller sees and acts on, u = 0 on the
+    others, and the AS loss is taken on these coordinates only (the cell-fate preset pins gene 2: (1,)).
+    Empty = every coordinate."""
     hidden: tuple[int, ...] = (6, 6)
     """Controller hidden widths."""
     activation: str = "relu"
@@ -126,6 +130,9 @@ class ControlConfig:
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ConfigError(f"config field 'hidden' = {self.hidden!r} is out of range: allowed non-empty, every width >= 1")
         check_choice("activation", self.activation, ("relu", "tanh", "softplus"))
+        if self.pin and (self.method != "as" or len(set(self.pin)) != len(self.pin) or min(self.pin) < 0):
+            raise ConfigError(f"config field 'pin' = {self.pin!r} is not allowed: pinning needs method 'as' "
+                              f"(got {self.method!r}) and distinct coordinates >= 0")
         check_range("alpha", self.alpha, 0, 1, low_open=True, high_open=True)
         check_choice("as_form", self.as_form, ("vector", "elementwise"))
         check_positive("b", self.b)
@@ -196,6 +203,8 @@ _PAPER: dict[tuple[str, str], ControlConfig] = {
                          lr=0.03, max_iters=2000, eval_T=2.0, eval_dt=1e-5, eps=0.02),
     ("stuart", "as"): _c(system="stuart", method="as", n_samples=5000, hidden=(80,), alpha=0.75, as_form="elementwise",
                          lr=0.01, max_iters=1000, stop_at_zero=False, eval_T=6.0, eval_dt=1e-4, eps=0.05),
+    ("cellfate", "as"): _c(system="cellfate", method="as", pin=(1,), n_samples=1000, hidden=(6, 6), alpha=0.9,
+                           lr=0.05, max_iters=200, eval_T=5.0, eval_dt=1e-5, eps=0.05, eval_paths=10),
     ("echo", "as"): _c(system="echo", method="as", n_samples=5000, hidden=(200, 200), alpha=0.8, lr=0.03,
                        max_iters=10000, eval_T=0.2, eval_dt=1e-6, eps=0.05, eval_paths=10),
 }

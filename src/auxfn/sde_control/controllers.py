@@ -2,7 +2,8 @@
 
 - :class:`ZeroPreservingMLP`: u(x) = NN(x) ⊙ x, the paper's form (a state-dependent diagonal gain);
 - :class:`DifferenceMLP`: u(x) = NN(x) - NN(0);
-- :class:`LinearGain`: u(x) = K x (the ES-linear baseline, LQR and linear sweeps).
+- :class:`LinearGain`: u(x) = K x (the ES-linear baseline, LQR and linear sweeps);
+- :class:`PinnedMLP`: pinning control on a few coordinates, u_P = NN(x_P) ⊙ x_P, 0 elsewhere.
 
 All map (B, d) -> (B, d); with ``noise_dim=m`` > 1 (general noise) the MLPs return (B, d, m).
 """
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DifferenceMLP", "LinearGain", "ZeroPreservingMLP", "mlp"]
+__all__ = ["DifferenceMLP", "LinearGain", "PinnedMLP", "ZeroPreservingMLP", "mlp"]
 
 _ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus}
 
@@ -95,3 +96,27 @@ class LinearGain(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         _check(x, self.dim, "LinearGain")
         return x @ self.K.to(x.dtype).T
+
+
+class PinnedMLP(nn.Module):
+    """Pinning control: u_P(x) = NN(x_P) ⊙ x_P on the coordinates P = ``pin``, u = 0 on the others.
+
+    The controller sees and acts on the pinned coordinates only (the cell-fate experiment
+    pins gene 2: ``pin=(1,)``). u(0) = 0 by construction. Scalar or diagonal noise (B, d).
+    """
+
+    def __init__(self, dim: int, pin: Sequence[int], hidden: Sequence[int] = (6, 6), activation: str = "relu"):
+        super().__init__()
+        pin = tuple(int(i) for i in pin)
+        if not pin or len(set(pin)) != len(pin) or any(not 0 <= i < dim for i in pin):
+            raise ValueError(f"PinnedMLP: pin must be distinct coordinates in [0, {dim}), got {pin}")
+        self.dim, self.pin = dim, pin
+        self.register_buffer("idx", torch.tensor(pin, dtype=torch.long), persistent=False)
+        self.net = mlp(len(pin), hidden, len(pin), activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check(x, self.dim, "PinnedMLP")
+        xp = x[:, self.idx]
+        u = x.new_zeros(x.shape)
+        u[:, self.idx] = self.net(xp) * xp
+        return u

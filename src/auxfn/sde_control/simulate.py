@@ -189,7 +189,7 @@ def _simulate_fast(sde, x0, *, dt, n_steps, seed, record_every, blowup, dtype, b
 
             def put(k: int, za: Tensor, u: Tensor | None, rows: Tensor | None) -> None:
                 r = k // record_every
-                usq = za.new_zeros(za.shape[0]) if u is None else u.reshape(za.shape[0], -1).square().sum(-1)
+                usq = za.new_zeros(za.shape[0]) if u is None else u.flatten(1).square().sum(-1)
                 if rows is None:
                     xs[r] = za
                     us[r] = usq
@@ -204,7 +204,7 @@ def _simulate_fast(sde, x0, *, dt, n_steps, seed, record_every, blowup, dtype, b
 
             k0 = 0
             za = z
-            while k0 < n_steps:
+            while k0 < n_steps and za.shape[0]:  # (stops early once every path diverged)
                 c = min(chunk, n_steps - k0)
                 dW = noise.take(c)
                 if active is not None:

@@ -39,6 +39,7 @@ __all__ = [
     "SYSTEMS",
     "Box",
     "ControlledSDE",
+    "CellFate",
     "EchoState",
     "Energy1D",
     "Harmonic",
@@ -552,6 +553,52 @@ class EchoState(ControlledSDE):
         return torch.linspace(-2.0, 2.0, self.dim, dtype=dtype).expand(n, self.dim).clone()
 
 
+CELL_FATE_U2 = (0.5, 0.74645887, 1.05370735, 0.38154169, 1.68833014, 0.83746371)
+
+
+class CellFate(ControlledSDE):
+    """A 6-gene cell-fate regulatory network around its saddle U2 (rebuttal, model-free experiment).
+
+        x1' = 0.5 - a x1
+        x2' = 5 x1 / ((1 + x1)(1 + x3^4)) - b x2
+        x3' = 5 x4 / ((1 + x4)(1 + x2^4)) - c x3
+        x4' = 0.5 / (1 + x2^4) - a x4
+        x5' = (x1 x4 / (1 + x1 x4) + 4 x3 / (1 + x3)) / (1 + x2^4) - a x5
+        x6' = (x1 x4 / (1 + x1 x4) + 4 x2 / (1 + x2)) / (1 + x3^4) - a x6
+
+    a = b = c = 1. The target U2 (:data:`CELL_FATE_U2`) is an equilibrium with one unstable
+    direction (Jacobian eigenvalue about +0.72): uncontrolled paths leave it for another cell
+    fate. Scalar noise; the paper's controller pins gene 2 only (``pin=(1,)``: u acts on the
+    noise of x2 and sees only x2). Training box: concentrations in [0, 3] (error coordinates
+    [-U2, 3 - U2]), where every denominator stays positive.
+    """
+
+    def __init__(self, a: float = 1.0, b: float = 1.0, c: float = 1.0, **kw):
+        u2 = torch.tensor(CELL_FATE_U2, dtype=torch.float64)
+        kw.setdefault("domain", Box.cube(6, -1.0, 1.0))
+        super().__init__(6, name="cellfate", equilibrium=u2, **kw)
+        self.a, self.b, self.c = a, b, c
+
+    def f0(self, z):
+        x = self.from_error(z)
+        x1, x2, x3, x4, x5, x6 = x.unbind(1)
+        h2 = 1.0 / (1.0 + x2**4)
+        h3 = 1.0 / (1.0 + x3**4)
+        p14 = x1 * x4 / (1.0 + x1 * x4)
+        return torch.stack([
+            0.5 - self.a * x1,
+            5.0 * x1 / (1.0 + x1) * h3 - self.b * x2,
+            5.0 * x4 / (1.0 + x4) * h2 - self.c * x3,
+            0.5 * h2 - self.a * x4,
+            (p14 + 4.0 * x3 / (1.0 + x3)) * h2 - self.a * x5,
+            (p14 + 4.0 * x2 / (1.0 + x2)) * h3 - self.a * x6,
+        ], dim=1)
+
+    def default_x0(self, n, *, generator=None, dtype=torch.float64):
+        # the official initial state (error coordinates)
+        return torch.tensor([[0.5, -0.9, 0.6, -0.6, -0.9, 0.5]], dtype=dtype).expand(n, 6).clone()
+
+
 SYSTEMS: dict[str, Callable[..., ControlledSDE]] = {
     "energy": Energy1D,
     "prop32": Prop32,
@@ -561,6 +608,7 @@ SYSTEMS: dict[str, Callable[..., ControlledSDE]] = {
     "lorenz": Lorenz,
     "stuart": StuartLandau,
     "echo": EchoState,
+    "cellfate": CellFate,
 }
 
 

@@ -28,7 +28,7 @@ from auxfn.core.checkpoint import load_checkpoint, save_checkpoint
 from auxfn.core.runs import Run
 from auxfn.core.seeding import make_generator, seed_everything, torch_threads
 from auxfn.sde_control.config import ControlConfig
-from auxfn.sde_control.controllers import DifferenceMLP, LinearGain, ZeroPreservingMLP
+from auxfn.sde_control.controllers import DifferenceMLP, LinearGain, PinnedMLP, ZeroPreservingMLP
 from auxfn.sde_control.generator import generator
 from auxfn.sde_control.losses import as_loss, as_residual, es_loss, es_residual
 from auxfn.sde_control.lyapunov import DiagQuadLyapunov, ICNNLyapunov, QuadraticLyapunov
@@ -67,6 +67,10 @@ def build_system(cfg: ControlConfig) -> ControlledSDE:
 
 def build_controller(cfg: ControlConfig, sde: ControlledSDE) -> nn.Module:
     m = sde.noise_dim if sde.noise_type == "general" else 1
+    if cfg.pin:
+        if m != 1 or max(cfg.pin) >= sde.dim:
+            raise ValueError(f"pin = {cfg.pin} needs scalar or diagonal noise and coordinates < dim = {sde.dim}")
+        return PinnedMLP(sde.dim, cfg.pin, cfg.hidden, cfg.activation)
     if cfg.controller == "linear" or cfg.method == "es-linear":
         if m != 1:
             raise ValueError("a linear controller needs scalar or diagonal noise")
@@ -85,11 +89,21 @@ def build_lyapunov(cfg: ControlConfig, dim: int) -> nn.Module | None:
     return None
 
 
+def _pinned(cfg: ControlConfig, x, F, Gd):
+    """The AS loss of a pinning controller: the pinned coordinates' own condition (official cell-fate
+    script: the 1-D condition on x2 with f2 evaluated at the full state); all coordinates otherwise."""
+    if not cfg.pin:
+        return x, F, Gd
+    idx = list(cfg.pin)
+    return x[:, idx], F[:, idx], Gd[:, idx]
+
+
 def step_loss(cfg: ControlConfig, sde: ControlledSDE, V: nn.Module | None, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The loss dict of one step on states ``x`` (B, d) (AS or ES by ``cfg.method``)."""
     F, G, _ = sde.drift_and_diffusion(x)
     Gd = sde.dense(G)
     if V is None:
+        x, F, Gd = _pinned(cfg, x, F, Gd)
         return as_loss(x, F, Gd, cfg.alpha, cfg.as_form, cfg.as_normalize)
     t = generator(V, x, F, Gd, hessian=cfg.hessian, legacy_detached_hessian=cfg.legacy_detached_hessian)
     return es_loss(t.V, t.LV, t.VG, cfg.b)
@@ -100,6 +114,7 @@ def residual(cfg: ControlConfig, sde: ControlledSDE, V: nn.Module | None, x: tor
     F, G, _ = sde.drift_and_diffusion(x)
     Gd = sde.dense(G)
     if V is None:
+        x, F, Gd = _pinned(cfg, x, F, Gd)
         r = as_residual(x, F, Gd, cfg.alpha, cfg.as_form, cfg.as_normalize)
         return r if r.ndim == 1 else r.max(-1).values
     t = generator(V, x, F, Gd, hessian="exact")
