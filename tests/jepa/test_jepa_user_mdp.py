@@ -53,6 +53,13 @@ def test_factory_path_in_config_and_reload_errors(tmp_path, helpers, monkeypatch
     cfg = JEPAConfig(env=f"{MOD}:make_line", steps=4, batch_size=8, hidden=16, latent_dim=4, audit_n_render=2, figures=False)
     res = train(cfg, out=tmp_path / "f")
     assert res.report.n_classes == 5 and (res.run_dir / "mdp.json").exists()
+    from auxfn.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["jepa", "train", "--env", f"{MOD}:make_line", "--steps", "4", "--batch-size", "8", "--hidden", "16", "--latent-dim", "4",
+                 "--audit-n-render", "2", "--no-figures", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "summary.json").read_text())["n_classes"] == 5
+    assert main(["jepa", "train", "--env", f"{MOD}:make_line", "--aux", "dense", "--steps", "2", "--out", str(tmp_path / "bad"), "--quiet"]) == 2
     # a different MDP under the same name: the fingerprint check refuses it
     with pytest.raises(MDPError, match="differs from the one it was trained on"):
         load_run(res.run_dir, mdp=helpers.LineMDP(6))
@@ -62,8 +69,6 @@ def test_factory_path_in_config_and_reload_errors(tmp_path, helpers, monkeypatch
     monkeypatch.delitem(sys.modules, MOD)
     with pytest.raises(MDPError, match=r"cannot rebuild the MDP of run .*cannot be imported.*PYTHONPATH"):
         load_run(res.run_dir)
-    from auxfn.cli import main
-
     assert main(["jepa", "audit", str(res.run_dir)]) == 2
 
 
