@@ -75,7 +75,9 @@ class AblationArgs:
     steps: int = 1500
     """Steps per run (quick preset otherwise)."""
     out: Path = Path("benchmarks/jepa/results")
-    """Output folder."""
+    """Output folder (finished cells in OUT/cells are skipped when run again)."""
+    workers: int = 1
+    """Cells trained at a time, each in its own process with one torch thread."""
 
 
 def _ablation(argv: list[str]) -> int:
@@ -89,7 +91,7 @@ def _ablation(argv: list[str]) -> int:
     args = parse(AblationArgs, argv, prog="auxfn jepa ablation")
     try:
         base = dataclasses.replace(PRESETS["quick"].config, steps=args.steps, figures=False)
-        run_grid(args.modes, args.seeds, args.envs, args.out, base=base)
+        run_grid(args.modes, args.seeds, args.envs, args.out, base=base, workers=args.workers)
     except ValueError as err:
         raise UserError(str(err)) from None
     print(f"results: {args.out / 'results.md'}")
