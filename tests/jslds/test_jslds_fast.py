@@ -7,7 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from auxfn.jslds import JSLDS, ExpansionNet, GRUCell, LossWeights, VanillaRNNCell, cell_jvp, jslds_losses
+from auxfn.jslds import (
+    JSLDS,
+    ExpansionNet,
+    GRUCell,
+    LossWeights,
+    VanillaRNNCell,
+    cell_jvp,
+    jslds_losses,
+)
 
 
 def _cell(name: str, g):

@@ -16,8 +16,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,13 +56,67 @@ class FixedPoints:
     eigvals: torch.Tensor | None = None
     right: torch.Tensor | None = None
     left: torch.Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    """JSON-able settings of the search that produced the points (tolerances, iterations, ...)."""
+
+    _TENSORS = ("points", "x_star", "q", "J_h", "J_x", "eigvals", "right", "left")
+    _FORMAT = "auxfn.jslds.FixedPoints/1"
 
     def __len__(self) -> int:
         return self.points.shape[0]
 
     def subset(self, idx) -> FixedPoints:
         pick = lambda t: None if t is None else t[idx]  # noqa: E731
-        return FixedPoints(*(pick(getattr(self, f)) for f in ("points", "x_star", "q", "J_h", "J_x", "eigvals", "right", "left")))
+        return FixedPoints(*(pick(getattr(self, f)) for f in self._TENSORS), info=dict(self.info))
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path/fixed_points.safetensors`` (the tensors; complex ones as ``.real``/``.imag``
+        pairs) and ``path/fixed_points.json`` (format, shapes, which tensors are present, ``info``)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors: dict[str, torch.Tensor] = {}
+        present: dict[str, str] = {}
+        for name in self._TENSORS:
+            t = getattr(self, name)
+            if t is None:
+                continue
+            t = t.detach().cpu()
+            if t.is_complex():
+                tensors[f"{name}.real"], tensors[f"{name}.imag"] = t.real.contiguous(), t.imag.contiguous()
+                present[name] = "complex"
+            else:
+                tensors[name] = t.contiguous()
+                present[name] = "real"
+        save_file(tensors, str(path / "fixed_points.safetensors"))
+        meta = {"format": self._FORMAT, "n_points": len(self), "n_state": int(self.points.shape[1]),
+                "n_input": int(self.x_star.shape[1]), "tensors": present, "info": self.info}
+        (path / "fixed_points.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> FixedPoints:
+        """Read what :meth:`save` wrote into ``path``."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta_file, data_file = path / "fixed_points.json", path / "fixed_points.safetensors"
+        if not meta_file.is_file() or not data_file.is_file():
+            raise FileNotFoundError(f"{path} holds no saved fixed points (fixed_points.json and fixed_points.safetensors)")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format") != cls._FORMAT:
+            raise ValueError(f"{meta_file}: format {meta.get('format')!r} is not {cls._FORMAT!r}")
+        data = load_file(str(data_file))
+        kw: dict[str, Any] = {}
+        for name, kind in meta["tensors"].items():
+            if name not in cls._TENSORS:
+                raise ValueError(f"{meta_file}: unknown tensor {name!r}")
+            kw[name] = torch.complex(data[f"{name}.real"], data[f"{name}.imag"]) if kind == "complex" else data[name]
+        fps = cls(**kw, info=meta.get("info", {}))
+        if len(fps) != meta["n_points"] or fps.points.shape[1] != meta["n_state"]:
+            raise ValueError(f"{path}: the tensors do not match the metadata ({meta['n_points']} points of size {meta['n_state']})")
+        return fps
 
     def n_unstable(self, criterion: str = "modulus", tol: float = 1e-6) -> torch.Tensor:
         """Unstable directions per point: eigenvalues with ``|lambda| > 1 + tol`` (``"modulus"``,
@@ -198,7 +255,10 @@ def find_fixed_points(
         idx = keep.nonzero().flatten()
         if unique_tol is not None and idx.numel() > 0:
             idx = idx[_unique(torch.cat([pts[idx], xs[idx]], 1), q[idx], unique_tol)]
-        fps = FixedPoints(points=pts[idx], x_star=xs[idx], q=q[idx])
+        info = {"n_initial_states": N, "q_tol": q_tol, "lr": lr, "lr_decay": lr_decay, "max_iters": max_iters,
+                "newton_steps": newton_steps, "unique_tol": unique_tol, "outlier_distance_scale": outlier_distance_scale,
+                "n_converged": int((q < q_tol).sum())}
+        fps = FixedPoints(points=pts[idx], x_star=xs[idx], q=q[idx], info=info)
         if (jacobians or decompose) and len(fps):
             fps.J_h, fps.J_x = cell_jacobians(cell, fps.points, fps.x_star)
             fps.J_h, fps.J_x = fps.J_h.detach(), fps.J_x.detach()

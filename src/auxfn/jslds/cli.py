@@ -62,7 +62,8 @@ def _analyze(argv: list[str]) -> int:
     cfg, model, task = load_run(path)
     run = Run.open(path)
     metrics, figures = analyze_model(model, task, run.figures_dir, jslds=cfg.weights.needs_jslds,
-                                     n_candidates=opts.get("candidates", 256), fp_iters=opts.get("fp_iters", 2000))
+                                     n_candidates=opts.get("candidates", 256), fp_iters=opts.get("fp_iters", 2000),
+                                     fixed_points_dir=path / "fixed_points")
     (path / "analysis.json").write_text(json.dumps(jsonable(metrics), indent=2) + "\n")
     body = "\n".join(f"- {k.split('/', 1)[1]}: {v:.4g}" if isinstance(v, float) else f"- {k.split('/', 1)[1]}: {v}"
                      for k, v in metrics.items())
@@ -70,7 +71,7 @@ def _analyze(argv: list[str]) -> int:
     run.write_report(f"JSLDS training: {cfg.task}", run.summary(), sections=[("Analysis", body)], figures=existing)
     for k, v in metrics.items():
         print(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
-    print(f"figures: {', '.join(p.name for p in figures)}; report: {path / 'report.md'}")
+    print(f"figures: {', '.join(p.name for p in figures)}; fixed points: {path / 'fixed_points'}; report: {path / 'report.md'}")
     return 0
 
 

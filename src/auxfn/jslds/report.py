@@ -38,8 +38,11 @@ def _expansion_fp_loss(model: JSLDS, e: torch.Tensor, xs: torch.Tensor) -> torch
 
 def analyze_model(model: JSLDS, task, out_dir: str | Path, *, batch_size: int = 64, seed: int = 54321,
                   n_candidates: int = 256, fp_iters: int = 2000, fp_lr: float = 0.01, q_tol: float | None = None,
-                  jslds: bool = True, figures: bool = True) -> tuple[dict[str, Any], list[Path]]:
+                  jslds: bool = True, figures: bool = True,
+                  fixed_points_dir: str | Path | None = None) -> tuple[dict[str, Any], list[Path]]:
     """Metrics (``analysis/*``) and figure paths for ``model`` on ``task``.
+
+    ``fixed_points_dir``: where to save the numerical fixed points (``FixedPoints.save``).
 
     ``q_tol`` defaults to ``n * 2.5e-7``: the official notebooks' ``mean_n (F(h) - h)^2 < 5e-7``.
     With ``jslds=False`` (a plain RNN) only the RNN's fixed points and its nearest-fixed-point
@@ -78,6 +81,8 @@ def analyze_model(model: JSLDS, task, out_dir: str | Path, *, batch_size: int = 
                             unique_tol=1e-3, eigenvectors=False)
     metrics["analysis/fixed_point_seconds"] = time.perf_counter() - t0
     metrics["analysis/n_fixed_points"] = len(fps)
+    if fixed_points_dir is not None:
+        fps.save(fixed_points_dir)
     if len(fps):
         metrics["analysis/n_stable_fixed_points"] = int(fps.is_stable.sum())
         for mode in ("one_step", "free"):

@@ -8,6 +8,9 @@ every step. The plain RNN baseline is the same loop with ``w_jslds = w_fixed_poi
 
 from __future__ import annotations
 
+import importlib
+import json
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +31,26 @@ from auxfn.jslds.model import JSLDS, Trajectories
 from auxfn.jslds.tasks import ContextIntegrationTask, FlipFlopTask
 
 __all__ = ["PRESETS", "JSLDSConfig", "JSLDSResult", "build_model", "build_task", "evaluate", "load_run", "train"]
+
+
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def import_factory(path: str, field: str):
+    """The object named by ``"package.module:attr"`` (``attr`` may be dotted); UserError naming the path."""
+    module_name, _, attr = path.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except Exception as err:  # ImportError, or an error raised while importing the user's module
+        raise UserError(f"cannot import {field} {path!r}: module {module_name!r} failed to import "
+                        f"({type(err).__name__}: {err}); is it installed or on PYTHONPATH?") from err
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UserError(f"cannot import {field} {path!r}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise UserError(f"{field} {path!r} is not callable")
+    return obj
 
 
 @dataclass(frozen=True)
@@ -87,6 +110,12 @@ class JSLDSConfig:
     threads: int = 1
     """CPU threads for torch during training (0 keeps torch's default). One thread is fastest for
     these small matrices, and far faster than two on a shared 2-core machine."""
+    cell_factory: str = ""
+    """Your own cell: "package.module:callable", called as callable(n_state, n_input) -> an nn.Module
+    F(h, x); recorded in the run so eval/analyze/resume rebuild it. Empty: the built-in `cell`."""
+    task_factory: str = ""
+    """Your own task: "package.module:callable", called with no arguments -> an object with n_input,
+    n_output and sample(batch_size, generator); recorded like cell_factory. Empty: the built-in `task`."""
 
     def __post_init__(self) -> None:
         check_choice("task", self.task, ("flipflop", "context"))
@@ -112,7 +141,11 @@ class JSLDSConfig:
         check_range("seed", self.seed, 0)
         check_choice("device", self.device, ("cpu", "cuda", "auto"))
         check_range("threads", self.threads, 0, 1024)
-        if self.task == "flipflop" and self.T <= 5:
+        for name in ("cell_factory", "task_factory"):
+            value = getattr(self, name)
+            if value and not _FACTORY.match(value):
+                raise ConfigError(f"config field '{name}' = {value!r} is not an import path: allowed 'package.module:attribute'")
+        if self.task == "flipflop" and self.T <= 5 and not self.task_factory:
             raise ConfigError(f"config field 'T' = {self.T} is out of range: allowed T > 5 for flipflop (5 settle steps)")
 
     @property
@@ -154,6 +187,9 @@ class JSLDSResult:
 
 
 def build_task(cfg: JSLDSConfig):
+    """The config's task: ``task_factory()`` when set, else the built-in ``task``."""
+    if cfg.task_factory:
+        return import_factory(cfg.task_factory, "task_factory")()
     if cfg.task == "flipflop":
         return FlipFlopTask(cfg.n_bits, cfg.T, settle=5, mode=cfg.task_mode, p=cfg.pulse_p)
     return ContextIntegrationTask(cfg.T, bias_dist="normal" if cfg.task_mode == "official" else "uniform")
@@ -165,6 +201,10 @@ def build_model(cfg: JSLDSConfig, task, cell: torch.nn.Module | None = None) -> 
         if not hasattr(task, attr):
             raise UserError(f"task {type(task).__name__} has no '{attr}': a task needs n_input, n_output and sample(batch_size, generator)")
     g = make_generator(cfg.seed)
+    if cell is None and cfg.cell_factory:
+        cell = import_factory(cfg.cell_factory, "cell_factory")(cfg.n_state, task.n_input)
+        if not isinstance(cell, torch.nn.Module):
+            raise UserError(f"cell_factory {cfg.cell_factory!r} returned {type(cell).__name__}, not a torch.nn.Module")
     if cell is None:
         if cfg.cell == "gru":
             cell = GRUCell(cfg.n_state, task.n_input, generator=g)
@@ -228,10 +268,17 @@ def train(cfg: JSLDSConfig, *, out: str | Path | None = None, resume: str | Path
     """Train ``cfg``; returns the run directory, final metrics and the model.
 
     ``task`` (any object with ``n_input``, ``n_output``, ``sample``) and ``cell`` (any
-    ``F(h, x)`` module) replace the config's built-in task and cell. A non-finite loss or
+    ``F(h, x)`` module) replace the config's built-in task and cell; a run trained that way is
+    reloaded with ``load_run(run_dir, task=..., cell=...)``. To make runs that ``auxfn jslds
+    eval/analyze`` can reload by themselves, name importable factories in the config instead
+    (``cell_factory`` / ``task_factory``). A non-finite loss or
     gradient stops the run with :class:`auxfn.core.errors.DivergedError` naming the last
     good checkpoint.
     """
+    if cell is not None and cfg.cell_factory:
+        raise UserError("pass either cell= or config field cell_factory, not both")
+    if task is not None and cfg.task_factory:
+        raise UserError("pass either task= or config field task_factory, not both")
     with torch_threads(cfg.threads):
         return _train(cfg, out=out, resume=resume, quiet=quiet, task=task, cell=cell)
 
@@ -239,6 +286,7 @@ def train(cfg: JSLDSConfig, *, out: str | Path | None = None, resume: str | Path
 def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    task_obj = task
     task = task if task is not None else build_task(cfg)
     model = build_model(cfg, task, cell).to(device)
     weights = cfg.weights
@@ -254,6 +302,7 @@ def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:
             raise UserError(f"{resume} already ran {start} steps; pass --steps N with N > {start} to continue")
     else:
         run, start = Run.create("jslds", cfg, name=f"{cfg.task}", out=out, quiet=quiet), 0
+        _record_user_objects(run, task_obj, cell)
     last_eval: dict[str, float] = {}
     t_train = 0.0
     with run, run.progress(cfg.steps, "jslds", initial=start) as bar:
@@ -300,6 +349,15 @@ def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:
     return JSLDSResult(run.path, summary, model, task, cfg)
 
 
+def _record_user_objects(run: Run, task, cell) -> None:
+    """Note in config.json which parts came as objects (not rebuildable from the config alone)."""
+    user = {k: f"{type(v).__module__}.{type(v).__qualname__}" for k, v in (("task", task), ("cell", cell)) if v is not None}
+    if user:
+        meta = run.metadata
+        meta["user_objects"] = user
+        (run.path / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
 def _training_figures(run: Run, model: JSLDS, task, cfg: JSLDSConfig, run_jslds: bool, device) -> list[Path]:
     from auxfn.core.plotting import save_figure, subplots
 
@@ -331,12 +389,24 @@ def _training_figures(run: Run, model: JSLDS, task, cfg: JSLDSConfig, run_jslds:
     return paths
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[JSLDSConfig, JSLDS, Any]:
-    """Config, model (last checkpoint) and task of a run written by :func:`train`."""
+def load_run(run_dir: str | Path, device: str = "cpu", *, task=None, cell: torch.nn.Module | None = None
+             ) -> tuple[JSLDSConfig, JSLDS, Any]:
+    """Config, model (last checkpoint) and task of a run written by :func:`train`.
+
+    The task and cell are rebuilt from the config (built-in, or its ``task_factory`` /
+    ``cell_factory``); runs trained with ``train(task=..., cell=...)`` objects need the same
+    objects (fresh ones: the weights are loaded into the cell) passed here.
+    """
     run = Run.open(run_dir)
     cfg = from_dict(JSLDSConfig, run.metadata["config"])
-    task = build_task(cfg)
-    model = build_model(cfg, task)
+    user = run.metadata.get("user_objects", {}) if isinstance(run.metadata, dict) else {}
+    for kind, given in (("task", task), ("cell", cell)):
+        if kind in user and given is None:
+            raise UserError(f"run {run_dir} was trained with a {kind} object ({user[kind]}) passed to train(); "
+                            f"pass {kind}= to load_run, or train with the config field {kind}_factory='package.module:callable' "
+                            f"so that the run can be reloaded by itself")
+    task = task if task is not None else build_task(cfg)
+    model = build_model(cfg, task, cell)
     load_checkpoint(run.path, _modules(model), config=cfg, ignore_fields=_RESUMABLE, restore_rng=False, map_location=device)
     model.eval()
     return cfg, model, task
