@@ -47,6 +47,11 @@ def test_train_on_a_user_mdp_object_then_reload_and_audit(tmp_path, helpers, cap
 
     assert main(["jepa", "audit", str(res.run_dir), "--n-render", "3"]) == 0
     assert "collapsed non-equivalent pairs" in capsys.readouterr().out
+    # audit() takes the user's plain object directly too
+    from auxfn.jepa.auditing import audit
+
+    direct = audit(model, helpers.LineMDP(), 4)
+    assert direct.n_classes == 6 and "nuisance:brightness" in direct.probes
 
 
 def test_factory_path_in_config_and_reload_errors(tmp_path, helpers, monkeypatch):

@@ -387,9 +387,13 @@ class AuditReport:
 
 def _core(env: Any) -> TabularMDP:
     core = getattr(getattr(env, "unwrapped", env), "core", env)
-    for attr in ("n_states", "n_actions", "step", "aux", "render", "sample_nuisance"):
+    for attr in ("n_states", "n_actions", "step", "aux", "render"):
         if not hasattr(core, attr):
-            raise TypeError(f"env must be a TabularEnv or a TabularMDP (missing {attr!r}), got {type(env).__name__}")
+            raise TypeError(f"env must be a TabularEnv, a TabularMDP or a user tabular core (missing {attr!r}), got {type(env).__name__}")
+    if not isinstance(core, TabularMDP):  # a user's plain object: defaults for the optional methods
+        from auxfn.jepa.user_mdp import as_tabular_mdp
+
+        core = as_tabular_mdp(core)
     return core
 
 

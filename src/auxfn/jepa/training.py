@@ -450,7 +450,7 @@ def reaudit(run_dir: str | Path, n_render: int | None = None, mdp: Any = None) -
     if n_render is not None:
         cfg = from_dict(JEPAConfig, {**Run.open(run_dir).metadata["config"], "audit_n_render": n_render})
     run = Run.open(run_dir)
-    with run:
+    with run, torch_threads(cfg.threads):  # the run's thread count: more threads than cores crawl on a busy machine
         from auxfn.core.checkpoint import latest
 
         state = __import__("json").loads((latest(run.path) / "state.json").read_text())["state"]
