@@ -58,5 +58,10 @@ def test_context_analysis_selection_metrics(tmp_path):
     metrics, figs = analyze_model(model, task, tmp_path, batch_size=16, n_candidates=16, fp_iters=50)
     for name in ("motion", "colour"):
         assert 0 <= metrics[f"analysis/{name}_fraction_one_eigenvalue_near_1"] <= 1
+        assert 0 <= metrics[f"analysis/{name}_line_attractor_variance_fraction"] <= 1
+    for name in ("rnn", "jslds"):
+        assert 0 <= metrics[f"analysis/grid_choice_accuracy_{name}"] <= 1
+    for name in ("motion", "colour"):
         assert metrics[f"analysis/{name}_selection_on_motion_median_abs"] >= 0
+    assert {"condition_grid.png", "line_attractor.png"} <= {p.name for p in figs}
     assert (tmp_path / "selection_vectors.png").is_file()

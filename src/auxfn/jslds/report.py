@@ -99,6 +99,104 @@ def analyze_model(model: JSLDS, task, out_dir: str | Path, *, batch_size: int = 
         more, fig = _context_selection(model, task, tr, x, out_dir, figures)
         metrics.update(more)
         paths += fig
+        more, fig = condition_grid_analysis(model, task, out_dir, fps=fps, figures=figures, seed=seed)
+        metrics.update(more)
+        paths += fig
+    return metrics, paths
+
+
+@torch.no_grad()
+def condition_grid_analysis(model: JSLDS, task: ContextIntegrationTask, out_dir: str | Path, *, n_trials: int = 16,
+                            fps=None, figures: bool = True, seed: int = 0, offset: int = 2):
+    """The 6 x 6 fixed-bias condition grid (motion bias x colour bias, per context; Fig. 3D-I).
+
+    - Choices: the sign of the final readout (the integrated cued stream) of the RNN and of the JSLDS,
+      as the fraction of positive choices per condition ("psychometric" grid), and the accuracy
+      against the sign of the cued bias (``analysis/grid_choice_accuracy_{rnn,jslds}``).
+    - Line attractor, per context: the subspace from QR of [mean top right eigenvector of J_h at the
+      expansion points (steps >= ``offset``), motion input direction, colour input direction] (the
+      cell's input weights ``W_x`` for the vanilla cell, as in the official code; else the mean
+      effective inputs ``J_x`` columns), the fraction of the expansion points' variance along the
+      line-attractor direction, and a figure of the condition-averaged JSLDS trajectories projected
+      on (line attractor, cued input) with the expansion points and the numerical fixed points.
+    """
+    from auxfn.core.seeding import make_generator
+    from auxfn.jslds.analysis import line_attractor_subspace
+    from auxfn.jslds.cells import VanillaRNNCell
+    from auxfn.jslds.tasks import CONDITION_BIASES
+
+    g = make_generator(seed + 1)
+    grid = task.condition_grid()
+    xs_, conds = [], []
+    for c in (0, 1):
+        for mb, cb in grid:
+            x, _, _ = task.sample_fixed_bias(n_trials, mb, cb, c, generator=g)
+            xs_.append(x)
+            conds.append((c, mb, cb))
+    x = torch.cat(xs_)
+    tr = model(x)
+    K, nb = len(conds), len(CONDITION_BIASES)
+    cued = torch.tensor([mb if c == 0 else cb for c, mb, cb in conds]).repeat_interleave(n_trials)
+    metrics: dict[str, Any] = {}
+    frac = {}
+    for name, yv in (("rnn", tr.y_rnn), ("jslds", tr.y_jslds)):
+        choice = yv[:, -1, 0] > 0
+        metrics[f"analysis/grid_choice_accuracy_{name}"] = (choice == (cued > 0)).float().mean().item()
+        frac[name] = choice.float().view(K, n_trials).mean(1).view(2, nb, nb)  # [context, motion bias, colour bias]
+    n = model.n_state
+    ctx = torch.tensor([c for c, _, _ in conds]).repeat_interleave(n_trials)
+    rows = []
+    for c, cname in ((0, "motion"), (1, "colour")):
+        e = tr.e[ctx == c][:, offset:].reshape(-1, n)
+        pick = torch.randperm(e.shape[0], generator=g)[:64]
+        xs = torch.zeros(len(pick), task.n_input)
+        xs[:, 2 + c] = 1.0
+        jh, jx = model.linear_system(e[pick], xs)
+        vals, vecs = torch.linalg.eig(jh.double())
+        if isinstance(model.cell, VanillaRNNCell):
+            w_in = model.cell.w_x.detach()[:2].T.double()
+        else:
+            w_in = jx[:, :, :2].mean(0).double()
+        q = line_attractor_subspace(vecs, vals, w_in).float()
+        centred = e - e.mean(0)
+        metrics[f"analysis/{cname}_line_attractor_variance_fraction"] = ((centred @ q[:, 0]) ** 2).sum().item() / (centred**2).sum().item()
+        a_c = tr.a[ctx == c].view(nb * nb, n_trials, -1, n).mean(1)  # condition means (B, T, n)
+        rows.append((cname, c, q, a_c, e[pick]))
+    paths: list[Path] = []
+    if figures:
+        from auxfn.core.plotting import save_figure, subplots
+
+        fig, axes = subplots(2, 2, width=3.4, height=3.0, squeeze=False)
+        ticks = [f"{b:g}" for b in CONDITION_BIASES]
+        for i, name in enumerate(("rnn", "jslds")):
+            for c, cname in ((0, "motion"), (1, "colour")):
+                ax = axes[i, c]
+                im = ax.imshow(frac[name][c].numpy(), vmin=0, vmax=1, cmap="RdBu_r", origin="lower")
+                ax.set_xticks(range(nb), ticks, rotation=90, fontsize=7)
+                ax.set_yticks(range(nb), ticks, fontsize=7)
+                ax.set(xlabel="colour bias", ylabel="motion bias", title=f"{name.upper()}, {cname} context")
+        fig.colorbar(im, ax=axes, label="P(choice > 0)")
+        fig.suptitle("6 x 6 fixed-bias condition grid")
+        paths.append(save_figure(fig, out_dir, "condition_grid"))
+        fig, axes = subplots(1, 2, width=4.2, height=3.6, squeeze=False)
+        cmap = __import__("matplotlib").colormaps["coolwarm"]
+        for j, (cname, c, q, a_c, e_pts) in enumerate(rows):
+            ax = axes[0, j]
+            pe = e_pts @ q
+            ax.scatter(pe[:, 0], pe[:, 1 + c], s=5, color="0.3", zorder=3, label="expansion points")
+            for k in range(nb * nb):
+                mb, cb = grid[k]
+                level = CONDITION_BIASES.index(mb if c == 0 else cb)
+                p = a_c[k] @ q
+                ax.plot(p[:, 0], p[:, 1 + c], color=cmap(level / (nb - 1)), lw=0.8)
+            if fps is not None and len(fps):
+                sel = fps.x_star[:, 2 + c] > 0.5
+                pf = fps.points[sel] @ q
+                ax.scatter(pf[:, 0], pf[:, 1 + c], s=14, marker="x", color="k", zorder=4, label="fixed points")
+            ax.set(xlabel="line attractor direction", ylabel=f"{cname} input direction", title=f"{cname} context")
+            ax.legend(fontsize=7)
+        fig.suptitle("JSLDS states in the line-attractor subspace (colour: cued bias)")
+        paths.append(save_figure(fig, out_dir, "line_attractor"))
     return metrics, paths
 
 

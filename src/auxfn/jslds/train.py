@@ -407,7 +407,10 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, task=None, cell: torch
                             f"so that the run can be reloaded by itself")
     task = task if task is not None else build_task(cfg)
     model = build_model(cfg, task, cell)
-    load_checkpoint(run.path, _modules(model), config=cfg, ignore_fields=_RESUMABLE, restore_rng=False, map_location=device)
+    # the model is rebuilt from this run's own config.json; the factory fields are also ignored so that
+    # runs written before they existed (absent in the checkpoint, "" now) still load
+    load_checkpoint(run.path, _modules(model), config=cfg, ignore_fields=(*_RESUMABLE, "cell_factory", "task_factory"),
+                    restore_rng=False, map_location=device)
     model.eval()
     return cfg, model, task
 
