@@ -92,12 +92,32 @@ def bench_es_step(d: int, n_ours: int, n_theirs: int) -> dict:
 def bench_train(system, method, which="paper", **kw) -> dict:
     cfg = dataclasses.replace(preset(system, method, which), eval_paths=0, certify_samples=20000, **kw)
     with tempfile.TemporaryDirectory() as tmp:
-        s = train(cfg, out=Path(tmp) / "run").summary
-    return {k: s[k] for k in ("iters", "iters_to_zero", "stopped_early", "reached_zero", "train_time_s",
-                              "final_loss", "heldout_violation_rate")}
+        res = train(cfg, out=Path(tmp) / "run")
+    s = res.summary
+    out = {k: s[k] for k in ("iters", "iters_to_zero", "stopped_early", "reached_zero", "train_time_s",
+                             "final_loss", "heldout_violation_rate", "iters_to_loss_1e-3", "time_to_loss_1e-3_s")}
+    out["lr_schedule"] = cfg.lr_schedule
+    out["loss_curve"] = [r["loss/total"] for r in res.history]
+    out["violation_curve"] = [r["loss/violation_rate"] for r in res.history]
+    return out
 
 
-def bench_sim(system, hidden, n_steps, paths=20, **kw) -> dict:
+def plot_loss_curves(res: dict) -> Path:
+    """Training loss and violation rate per step of the three harmonic learners (the paper's loss figure)."""
+    from auxfn.core.plotting import save_figure, subplots
+
+    fig, (a1, a2) = subplots(1, 2, width=4.2, height=3.2)
+    for key, label in (("as_harmonic_quick", "AS"), ("es_icnn_harmonic_paper", "ES-ICNN"),
+                       ("es_quad_harmonic_paper", "ES-quad")):
+        a1.plot([max(v, 1e-12) for v in res[key]["loss_curve"]], label=label)
+        a2.plot(res[key]["violation_curve"], label=label)
+    a1.set(xlabel="step", ylabel="loss (zero drawn at 1e-12)", yscale="log", title="harmonic oscillator")
+    a2.set(xlabel="step", ylabel="violation rate (training states)")
+    a1.legend()
+    return save_figure(fig, OUT, "loss_curves_harmonic")
+
+
+def _sim_setup(system, hidden, paths, **kw):
     torch.manual_seed(0)
     sde0 = make_system(system, **kw)
     u = ZeroPreservingMLP(sde0.dim, hidden)
@@ -106,17 +126,66 @@ def bench_sim(system, hidden, n_steps, paths=20, **kw) -> dict:
             p.mul_(0.1)
     sde = sde0.with_controller(u)
     x0 = sde0.default_x0(paths, generator=torch.Generator().manual_seed(0))
-    simulate(sde, x0, dt=1e-4, n_steps=100)
-    t0 = time.perf_counter()
-    simulate(sde, x0, dt=1e-4, n_steps=n_steps, record_every=100)
-    dt = time.perf_counter() - t0
-    return {"system": system, "d": sde0.dim, "paths": paths, "steps": n_steps, "seconds": dt,
-            "path_steps_per_s": paths * n_steps / dt, "us_per_path_step": dt / (paths * n_steps) * 1e6}
+    return sde, x0
+
+
+def bench_sim(system, hidden, n_steps, paths=20, **kw) -> dict:
+    """Both engines in the same process on the same model, x0 and noise, interleaved (fast, reference, fast)."""
+    sde, x0 = _sim_setup(system, hidden, paths, **kw)
+    res = {"system": system, "d": sde.dim, "paths": paths, "steps": n_steps}
+    for engine in ("fast", "reference"):
+        simulate(sde, x0, dt=1e-4, n_steps=100, engine=engine)  # warm-up
+    times = {"fast": [], "reference": []}
+    for engine in ("fast", "reference", "fast"):
+        t0 = time.perf_counter()
+        tr = simulate(sde, x0, dt=1e-4, n_steps=n_steps, record_every=100, engine=engine)
+        times[engine].append(time.perf_counter() - t0)
+        res[f"{engine}_diverged"] = tr.n_diverged
+    for engine, ts in times.items():
+        t = min(ts)
+        res[f"{engine}_s"] = t
+        res[f"{engine}_path_steps_per_s"] = paths * n_steps / t
+        res[f"{engine}_us_per_path_step"] = t / (paths * n_steps) * 1e6
+    res["speedup"] = res["reference_s"] / res["fast_s"]
+    return res
+
+
+def bench_compile(K: int = 10, n_steps: int = 20000, paths: int = 20) -> dict:
+    """torch.compile (inductor) of K unrolled Euler steps of the harmonic oscillator, a route we measured and did
+    not adopt: compile time, throughput and the largest difference to the eager chunk."""
+    sde, x0 = _sim_setup("harmonic", (6, 6), paths)
+    sde = sde.double()
+    parts = sde.lean_parts()
+    dt = 1e-4
+
+    def chunk(z, dW):
+        hi = torch.zeros_like(z)
+        for k in range(K):
+            F, G, _ = parts(z)
+            z = torch.addcmul(torch.add(z, F, alpha=dt), G, dW[k])
+            hi = torch.maximum(hi, z.abs())
+        return z, hi
+
+    dW = torch.randn(K, paths, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * dt**0.5
+    with torch.no_grad():
+        c = torch.compile(chunk, dynamic=False, fullgraph=True)
+        t0 = time.perf_counter()
+        c(x0, dW)
+        compile_s = time.perf_counter() - t0
+        z = x0.clone()
+        n = max(1, n_steps // K)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            z, _ = c(z, dW)
+        run_s = time.perf_counter() - t0
+        diff = float((chunk(x0, dW)[0] - c(x0, dW)[0]).abs().max())
+    return {"K": K, "compile_s": compile_s, "path_steps_per_s": paths * K * n / run_s, "max_abs_diff_vs_eager": diff}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile of unrolled Euler steps (minutes)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     q = args.quick
@@ -124,30 +193,47 @@ def main() -> None:
     res["as_harmonic_quick"] = bench_train("harmonic", "as", "quick")
     res["es_icnn_harmonic_paper"] = bench_train("harmonic", "es-icnn")
     res["es_quad_harmonic_paper"] = bench_train("harmonic", "es-quad")
+    res["es_icnn_harmonic_constant_lr"] = bench_train("harmonic", "es-icnn", lr_schedule="constant")
+    res["es_quad_harmonic_constant_lr"] = bench_train("harmonic", "es-quad", lr_schedule="constant")
     res["simulation"] = [bench_sim("harmonic", (6, 6), 5000 if q else 20000),
-                         bench_sim("harmonic", (6, 6), 2000 if q else 5000, paths=1000),
-                         bench_sim("stuart", (80,), 2000 if q else 10000, n=20),
-                         bench_sim("stuart", (80,), 500 if q else 2000, paths=1000, n=20)]
+                         bench_sim("stuart", (80,), 1000 if q else 5000, n=20),
+                         bench_sim("harmonic", (6, 6), 1000 if q else 5000, paths=1000)]
+    if args.compile:
+        res["compile"] = bench_compile()
     OUT.mkdir(exist_ok=True)
+    plot_loss_curves(res)
     (OUT / "speed.json").write_text(json.dumps(res, indent=2) + "\n")
     lines = ["# sde_control speed (1 torch thread, CPU)", "",
              "## One ES-ICNN step, N = 500 (forward + backward + Adam)", "",
              "| d | ours (s) | one backward per entry (s) | speed-up |", "|---|---|---|---|"]
     lines += [f"| {r['d']} | {r['ours_s']:.4f} | {r['per_entry_s']:.3f} | {r['speedup']:.0f}x |" for r in res["es_step"]]
     lines += ["", "## Training to stop (harmonic oscillator)", "",
-              "| run | steps | steps to zero violation | stopped early | training time (s) | held-out violation rate |",
-              "|---|---|---|---|---|---|"]
-    for key in ("as_harmonic_quick", "es_icnn_harmonic_paper", "es_quad_harmonic_paper"):
+              "| run | lr schedule | steps | steps to zero violation | training time (s) | steps to loss < 1e-3 | "
+              "time to loss < 1e-3 (s) | held-out violation rate (20 000 states) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for key in ("as_harmonic_quick", "es_icnn_harmonic_paper", "es_quad_harmonic_paper", "es_icnn_harmonic_constant_lr",
+                "es_quad_harmonic_constant_lr"):
         r = res[key]
-        lines.append(f"| {key} | {r['iters']} | {r['iters_to_zero']} | {r['stopped_early']} | {r['train_time_s']:.3f} | "
+        t1e3 = r["time_to_loss_1e-3_s"]
+        lines.append(f"| {key} | {r['lr_schedule']} | {r['iters']} | {r['iters_to_zero']} | {r['train_time_s']:.3f} | "
+                     f"{r['iters_to_loss_1e-3']} | {'-' if t1e3 is None else f'{t1e3:.3f}'} | "
                      f"{r['heldout_violation_rate']:.4f} |")
     lines += ["", "Official scripts on the same kind of machine (reference figures from the issue): AS 3.4–3.9 s "
-              "(185 steps of 13.4 ms); ES-ICNN 0.96–0.99 s per step, about 167 s to stop; ES-quad 0.37 s per step, about 60 s.",
-              "", "## Simulation throughput (Euler–Maruyama, float64, MLP controller)", "",
-              "| system | d | paths | steps | seconds | path-steps/s | µs per path-step |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['system']} | {r['d']} | {r['paths']} | {r['steps']} | {r['seconds']:.2f} | {r['path_steps_per_s']:.3g} | "
-              f"{r['us_per_path_step']:.2f} |" for r in res["simulation"]]
-    lines += ["", "Official generator: about 100 µs per path-step with a network controller (one path at a time)."]
+              "(185 steps of 13.4 ms) to zero loss; ES-ICNN 0.96–0.99 s per step, 169 steps, about 167 s to stop "
+              "(loss < 1e-3); ES-quad 0.37 s per step, about 60 s.",
+              "", "## Simulation throughput (Euler–Maruyama, float64, MLP controller, same model/x0/noise)", "",
+              "| system | d | paths | steps | fast engine path-steps/s | reference loop path-steps/s | speed-up | "
+              "fast µs per path-step | diverged (fast / reference) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['system']} | {r['d']} | {r['paths']} | {r['steps']} | {r['fast_path_steps_per_s']:.3g} | "
+              f"{r['reference_path_steps_per_s']:.3g} | {r['speedup']:.2f}x | {r['fast_us_per_path_step']:.2f} | "
+              f"{r['fast_diverged']} / {r['reference_diverged']} |" for r in res["simulation"]]
+    lines += ["", "Official generator: about 100 µs per path-step with a network controller (one path at a time). "
+              "Goal: >= 1e6 path-steps/s with 20 paths."]
+    if "compile" in res:
+        c = res["compile"]
+        lines += ["", f"torch.compile of {c['K']} unrolled steps (harmonic, 20 paths, not adopted): compile "
+                  f"{c['compile_s']:.1f} s, {c['path_steps_per_s']:.3g} path-steps/s, largest difference to the eager "
+                  f"chunk {c['max_abs_diff_vs_eager']:.3g}."]
     text = "\n".join(lines) + "\n"
     (OUT / "speed.md").write_text(text)
     print(text)

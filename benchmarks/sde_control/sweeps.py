@@ -73,12 +73,17 @@ def main() -> None:
     (OUT / "sweeps.md").write_text(text)
     from auxfn.sde_control.plots import plot_sweep
 
-    plot_sweep(list(out["alpha"]), {"mean final |theta|": [r["mean_final_abs_theta"] for r in out["alpha"].values()],
-                                    "held-out violation": [r["heldout_violation_rate"] for r in out["alpha"].values()]},
-               OUT, xlabel="alpha", name="sweep_alpha")
-    plot_sweep(list(out["b"]), {"mean final |theta|": [r["mean_final_abs_theta"] for r in out["b"].values()],
-                                "held-out violation": [r["heldout_violation_rate"] for r in out["b"].values()]},
-               OUT, xlabel="b", name="sweep_b")
+    # log scale (mean final |theta| spans many decades; zeros are drawn at 1e-12); the dotted lines
+    # mark the official scripts' thresholds (alpha 0.60-0.65; b window 1.9-2.3)
+    def pos(v):
+        return max(float(v), 1e-12) if v is not None and math.isfinite(v) else float("nan")
+
+    for key, marks in (("alpha", (0.6, 0.65)), ("b", (1.9, 2.3))):
+        rows = out[key].values()
+        plot_sweep(list(out[key]), {"mean final |theta| (T = 2)": [pos(r["mean_final_abs_theta"]) for r in rows],
+                                    "train violation rate": [pos(r["final_violation_rate"]) for r in rows],
+                                    "held-out violation rate": [pos(r["heldout_violation_rate"]) for r in rows]},
+                   OUT, xlabel=key, name=f"sweep_{key}", logy=True, marks=marks)
     print(text)
 
 

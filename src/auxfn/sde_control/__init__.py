@@ -11,8 +11,11 @@
 See docs/sde_control.md.
 """
 
+# Eager imports (torch included): three public functions share their names with their
+# modules (simulate, train, generator), so a PEP 562 lazy __getattr__ would hand out the
+# module instead of the function whenever the module had been imported first.
 from auxfn.sde_control.config import PRESETS, ControlConfig, preset
-from auxfn.sde_control.controllers import DifferenceMLP, LinearGain, ZeroPreservingMLP
+from auxfn.sde_control.controllers import DifferenceMLP, LinearGain, PinnedMLP, ZeroPreservingMLP
 from auxfn.sde_control.generator import GeneratorTerms, generator
 from auxfn.sde_control.losses import as_loss, as_residual, es_loss, es_residual
 from auxfn.sde_control.lyapunov import (
@@ -38,6 +41,7 @@ __all__ = [
     "GeneratorTerms",
     "ICNNLyapunov",
     "LinearGain",
+    "PinnedMLP",
     "QuadraticLyapunov",
     "Trajectories",
     "ZeroPreservingMLP",

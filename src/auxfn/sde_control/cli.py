@@ -99,10 +99,17 @@ def _simulate(argv: list[str]) -> int:
     out = {name: summarize(tr, args.eps) for name, tr in trajs.items()}
     run = Run.open(args.run_dir)
     fig = plot_norms(trajs, run, eps=args.eps, name="simulate_norms")
+    phase = None
+    if base.dim == 2:
+        from auxfn.sde_control.plots import plot_phase
+
+        phase = plot_phase(trajs, run, name="simulate_phase")
     (run.path / "simulate.json").write_text(json.dumps(jsonable({"args": args, "metrics": out}), indent=2) + "\n")
     for name, m in out.items():
         print(name + ": " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()))
     print(f"figure: {fig}")
+    if phase is not None:
+        print(f"figure: {phase}")
     return 0
 
 

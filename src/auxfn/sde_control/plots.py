@@ -78,10 +78,14 @@ def plot_level_sets(V, sde, traj: Trajectories, run, name: str = "level_sets") -
     return save_figure(fig, run, name)
 
 
-def plot_sweep(values: Sequence[float], ys: Mapping[str, Sequence[float]], run, *, xlabel: str, name: str) -> Path:
+def plot_sweep(values: Sequence[float], ys: Mapping[str, Sequence[float]], run, *, xlabel: str, name: str,
+               logy: bool = False, marks: Sequence[float] = ()) -> Path:
+    """One curve per entry of ``ys`` against the swept ``values``; ``marks``: vertical reference lines."""
     fig, ax = subplots(width=4.8)
     for label, y in ys.items():
         ax.plot(values, y, marker="o", label=label)
-    ax.set(xlabel=xlabel)
+    for m in marks:
+        ax.axvline(m, color="k", ls=":", lw=1.0)
+    ax.set(xlabel=xlabel, yscale="log" if logy else "linear")
     ax.legend()
     return save_figure(fig, run, name)

@@ -569,8 +569,9 @@ class CellFate(ControlledSDE):
     a = b = c = 1. The target U2 (:data:`CELL_FATE_U2`) is an equilibrium with one unstable
     direction (Jacobian eigenvalue about +0.72): uncontrolled paths leave it for another cell
     fate. Scalar noise; the paper's controller pins gene 2 only (``pin=(1,)``: u acts on the
-    noise of x2 and sees only x2). Training box: concentrations in [0, 3] (error coordinates
-    [-U2, 3 - U2]), where every denominator stays positive.
+    noise of x2 and sees only x2). Training box: error coordinates in [-1, 1]^6, which holds
+    the official initial state (0.5, -0.9, 0.6, -0.6, -0.9, 0.5) and keeps every denominator
+    positive (x1, x3, x4 > -1 and x1 x4 > -1 there).
     """
 
     def __init__(self, a: float = 1.0, b: float = 1.0, c: float = 1.0, **kw):
@@ -580,7 +581,10 @@ class CellFate(ControlledSDE):
         self.a, self.b, self.c = a, b, c
 
     def f0(self, z):
-        x = self.from_error(z)
+        # U2 is known to 8 digits (|f(U2)| ~ 1e-8): subtract f(U2) so the origin is an exact equilibrium
+        return self._rhs(self.from_error(z)) - self._rhs(self.equilibrium.to(z).unsqueeze(0))
+
+    def _rhs(self, x):
         x1, x2, x3, x4, x5, x6 = x.unbind(1)
         h2 = 1.0 / (1.0 + x2**4)
         h3 = 1.0 / (1.0 + x3**4)
