@@ -44,8 +44,8 @@ RUNS = [
 CHANGES = {"echo": "max_iters 3000 (official <= 10000)"}
 
 # linear diffusion gains u = k x simulated next to each learned controller (same x0, same noise)
-LINEAR_K = {"harmonic": (1, 2, 4, 6), "energy": (2, 6), "lorenz": (5, 10), "pendulum": (5, 10), "hopf": (5, 10),
-            "stuart": (2, 5), "echo": (20, 50), "cellfate": (2, 5)}
+LINEAR_K = {"harmonic": (1, 2, 4, 6), "energy": (2, 6), "lorenz": (10,), "pendulum": (5, 10), "hopf": (5, 10),
+            "stuart": (5,), "echo": (50,), "cellfate": (2, 5)}
 
 
 def fmt(v):
@@ -130,6 +130,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="quick", choices=["quick", "paper"])
     ap.add_argument("--only", default="", help="comma-separated systems")
+    ap.add_argument("--tag", default="", help="suffix of the output files (parallel runs of parts of the table)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     only = set(filter(None, args.only.split(",")))
@@ -147,7 +148,7 @@ def main() -> None:
         print("cellfate model-free:", {k: fmt(v) for k, v in mf.items()}, flush=True)
     base_metrics, extra = harmonic_baselines(args.preset) if (not only or "harmonic" in only) else ({}, {})
     OUT.mkdir(exist_ok=True)
-    (OUT / "reproduction.json").write_text(json.dumps({"preset": args.preset, "runs": rows, "harmonic_baselines": base_metrics,
+    (OUT / f"reproduction{args.tag}.json").write_text(json.dumps({"preset": args.preset, "runs": rows, "harmonic_baselines": base_metrics,
                                                        "cellfate_model_free": mf, "changes": CHANGES, **extra}, indent=2, default=lambda o: None) + "\n")
     head = ("| system / method | train s | steps | steps to zero | held-out viol. | eps | T | dt | "
             "tau (mean norm) | tau (per path) | success | energy | diverged | uncontrolled: tau / success / final mean norm / diverged |")
@@ -186,7 +187,7 @@ def main() -> None:
             lines.append(f"| {name} | " + " | ".join(fmt(m[k]) for k in ("tau_mean_norm", "tau_per_path", "success_rate", "energy",
                                                                            "final_mean_norm", "diverged")) + " |")
     text = "\n".join(lines) + "\n"
-    (OUT / "reproduction.md").write_text(text)
+    (OUT / f"reproduction{args.tag}.md").write_text(text)
     print(text)
 
 

@@ -41,6 +41,7 @@ def test_cli_train_simulate_eval_and_errors(capsys, tmp_path):
     assert main(["sde-control", "simulate", str(out), "--paths", "3", "--T", "0.5"]) == 0
     std = capsys.readouterr()
     assert std.out.startswith("controlled: tau_mean_norm=") and (out / "simulate.json").is_file()
+    assert (out / "figures" / "simulate_norms.png").is_file() and (out / "figures" / "simulate_phase.png").is_file()
     assert main(["sde-control", "eval", str(out)]) == 0
     assert "heldout_violation_rate: 0" in capsys.readouterr().out
     assert main(["sde-control", "train", "--alpha", "1.5", "--out", str(tmp_path / "bad")]) == 2

@@ -39,9 +39,12 @@ def test_es_quad_linear_controller_reaches_zero_violation(tmp_path):
 def test_es_quad_paper_preset_reaches_zero_training_violation(tmp_path):
     # the official schedule (Adam re-created every step, lr 0.1 / 0.01 by the loss) within the
     # official 200 steps; with one persistent Adam at lr 0.03 the same run ends at 2.2 % violation
-    cfg = dataclasses.replace(preset("harmonic", "es-quad", "paper"), eval_paths=0, certify_samples=20000)
+    cfg = dataclasses.replace(preset("harmonic", "es-quad", "paper"), eval_paths=4, eval_T=0.5, eval_dt=1e-3,
+                              certify_samples=20000)
     assert cfg.lr_schedule == "reset" and cfg.max_iters == 200
     s = train(cfg, out=tmp_path / "run").summary
+    for fig in ("loss", "norms", "phase", "level_sets"):  # the figures of a 2-d ES run
+        assert (tmp_path / "run" / "figures" / f"{fig}.png").stat().st_size > 1000
     assert s["reached_zero"] and s["stopped_early"] and s["iters_to_zero"] < 200
     assert s["final_violation_rate_train"] == 0.0
     assert s["iters_to_loss_1e-3"] is not None and s["iters_to_loss_1e-3"] <= s["iters_to_zero"]
