@@ -103,7 +103,7 @@ def test_presets_match_the_notebooks():
 
 @pytest.mark.slow
 def test_quick_flipflop_preset_reaches_the_benchmark_result(tmp_path):
-    """The quick-flipflop preset (about 3-10 minutes on a 2-core CPU): measured 0.102 relative error."""
+    """The quick-flipflop preset (6000 steps, about 5-30 minutes on a 2-core CPU depending on load)."""
     from auxfn.jslds.analysis import relative_error
     from auxfn.jslds.train import evaluate
 
