@@ -15,7 +15,7 @@ Each (variant, size) runs in its own subprocess so the peak resident memory (ru_
 is its own. Prints a table and writes results.json + results.md next to this file
 (under results/).
 
-    python benchmarks/magrpo/bench_speed.py [--steps 8] [--device cpu]
+    python benchmarks/magrpo/bench_speed.py [--steps 8] [--device cpu] [--sizes 9.5M] [--tag _10m]
 """
 
 from __future__ import annotations
@@ -166,12 +166,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--one", nargs=2, metavar=("VARIANT", "SIZE"))
+    ap.add_argument("--sizes", nargs="+", default=None, help="run only the sizes whose name contains one of these strings (default: all)")
+    ap.add_argument("--tag", default="", help="suffix of the result files: speed_results<tag>.json/.md")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one[0], args.one[1], args.steps, args.device)))
         return
     rows = []
-    for size in SIZES:
+    sizes = [s for s in SIZES if args.sizes is None or any(k in s for k in args.sizes)]
+    for size in sizes:
         for variant in ("ours", "per-sequence", "ours-1agent", "trl-grpo"):
             out = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--device", args.device, "--one", variant, size],
                                  capture_output=True, text=True, check=True)
@@ -181,14 +184,14 @@ def main() -> None:
                   f"update {r['update_s_per_step']:.3f})  peak {r['peak_memory_mib']:.0f} MiB", flush=True)
     lines = ["| model / new tokens | params | s/step ours / per-seq | speed-up (step) | update s ours / per-seq | speed-up (update) | generate s ours / per-seq | peak MiB ours / per-seq |",
              "|---|---|---|---|---|---|---|---|"]
-    for size in SIZES:
+    for size in sizes:
         o, p = [r for r in rows if r["size"] == size and r["variant"] in ("ours", "per-sequence")]
         lines.append(f"| {size} | {o['params']:,} | {o['seconds_per_step']:.3f} / {p['seconds_per_step']:.3f} | "
                      f"{p['seconds_per_step'] / o['seconds_per_step']:.2f}x | {o['update_s_per_step']:.3f} / {p['update_s_per_step']:.3f} | "
                      f"{p['update_s_per_step'] / o['update_s_per_step']:.2f}x | {o['generate_s_per_step']:.3f} / {p['generate_s_per_step']:.3f} | "
                      f"{o['peak_memory_mib']:.0f} / {p['peak_memory_mib']:.0f} |")
     lines += ["", "One agent (GRPO): ours vs TRL GRPOTrainer", "", "| model / new tokens | s/step ours-1agent / TRL | TRL / ours | peak MiB ours / TRL |", "|---|---|---|---|"]
-    for size in SIZES:
+    for size in sizes:
         o, t = [r for r in rows if r["size"] == size and r["variant"] in ("ours-1agent", "trl-grpo")]
         lines.append(f"| {size} | {o['seconds_per_step']:.3f} / {t['seconds_per_step']:.3f} | {t['seconds_per_step'] / o['seconds_per_step']:.2f}x | "
                      f"{o['peak_memory_mib']:.0f} / {t['peak_memory_mib']:.0f} |")
@@ -197,8 +200,8 @@ def main() -> None:
     out_dir = Path(__file__).parent / "results"
     out_dir.mkdir(exist_ok=True)
     meta = {"device": args.device, "steps": args.steps, "agents": 2, "G": 4, "threads": 1}
-    (out_dir / "speed_results.json").write_text(json.dumps({"settings": meta, "rows": rows}, indent=2) + "\n")
-    (out_dir / "speed_results.md").write_text(f"# MAGRPO step time\n\nSettings: {json.dumps(meta)}\n\n{table}\n")
+    (out_dir / f"speed_results{args.tag}.json").write_text(json.dumps({"settings": meta, "rows": rows}, indent=2) + "\n")
+    (out_dir / f"speed_results{args.tag}.md").write_text(f"# MAGRPO step time\n\nSettings: {json.dumps(meta)}\n\n{table}\n")
 
 
 if __name__ == "__main__":

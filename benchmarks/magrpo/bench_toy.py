@@ -13,7 +13,7 @@ sandbox's verdict) and is compared with single-turn training of the same budget 
 optimizer steps, both scored on the final turn's reward. coop-sum is also run with a
 format warm-up ("MAGRPO after warm-up").
 
-    python benchmarks/magrpo/bench_toy.py [--steps 60] [--code-steps 40] [--seeds 0 1 2] [--tasks ...]
+    python benchmarks/magrpo/bench_toy.py [--steps 60] [--code-steps 40] [--code-lr 5e-5] [--seeds 0 1 2] [--tasks ...]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--code-steps", type=int, default=40)
     ap.add_argument("--warmup-steps", type=int, default=200)
+    ap.add_argument("--code-lr", type=float, default=None, help="MAGRPO learning rate on the coding tasks (default: the CLI's CODE_LR)")
     ap.add_argument("--tasks", nargs="+", default=["length-ratio", "coop-sum", "coop-sum-warmup", "aux-code", "aux-code-mt"])
     args = ap.parse_args()
 
@@ -48,7 +49,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     from auxfn.magrpo.cli import CODE_LR
 
-    code = MAGRPOConfig(num_generations=8, max_completion_length=32, learning_rate=CODE_LR, temperature=1.0, top_p=1.0, max_steps=args.code_steps)
+    code = MAGRPOConfig(num_generations=8, max_completion_length=32, learning_rate=args.code_lr or CODE_LR, temperature=1.0, top_p=1.0,
+                        max_steps=args.code_steps)
     base = MAGRPOConfig(num_generations=8, max_completion_length=16, learning_rate=3e-3, temperature=1.0, top_p=1.0, max_steps=args.steps)
     settings = {
         "length-ratio": [("MAGRPO aligned", base), ("MAGRPO cross (G=4, 16 joint)", dataclasses.replace(base, num_generations=4, joint_mode="cross"))],
@@ -110,6 +112,7 @@ def main() -> None:
     print(table)
     _figure(curves, out)
     (out / "toy_results.json").write_text(json.dumps({"steps": args.steps, "code_steps": args.code_steps, "warmup_steps": args.warmup_steps,
+                                                      "code_lr": args.code_lr or CODE_LR,
                                                       "seeds": args.seeds, "results": clean}, indent=2) + "\n")
     (out / "toy_results.md").write_text(f"# MAGRPO toy analogues\n\n{args.steps} steps, seeds {args.seeds}.\n\n{table}\n")
 

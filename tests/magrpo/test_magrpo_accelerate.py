@@ -16,7 +16,7 @@ def _run(steps=2, **kw):
     tok = char_tokenizer()
     t = get_task("length-ratio")
     cfg = MAGRPOConfig(num_generations=4, max_completion_length=8, learning_rate=1e-2, max_grad_norm=1.0, temperature=1.0, top_p=1.0, max_steps=max(steps, 1))
-    agents = [tiny_causal_lm(tok, hidden_size=32, seed=i) for i in range(2)]
+    agents = [tiny_causal_lm(tok, hidden_size=16, seed=i) for i in range(2)]
     torch.manual_seed(123)
     tr = MAGRPOTrainer(agents, cfg, t.train, t.reward, t.formatters, processing_class=tok, **kw)
     log = tr.train() if steps else []
@@ -34,7 +34,7 @@ def test_accelerator_cpu_single_process_equals_plain_path():
     for i in range(2):
         for p, q in zip(plain.agent(i).parameters(), prepared.agent(i).parameters()):
             torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
-    moved = sum(float((p.detach() - q.detach()).abs().sum()) for p, q in zip(plain.agent(0).parameters(), tiny_causal_lm(char_tokenizer(), hidden_size=32, seed=0).parameters()))
+    moved = sum(float((p.detach() - q.detach()).abs().sum()) for p, q in zip(plain.agent(0).parameters(), tiny_causal_lm(char_tokenizer(), hidden_size=16, seed=0).parameters()))
     assert moved > 0  # training changed the weights, so the comparison is not vacuous
 
 

@@ -119,14 +119,14 @@ def test_warmup_raises_the_valid_code_rate():
     torch.manual_seed(0)
     tok = char_tokenizer()
     task = get_task("aux-code")
-    model = tiny_causal_lm(tok, hidden_size=64, seed=0)
+    model = tiny_causal_lm(tok, hidden_size=32, seed=0)
     cfg = MAGRPOConfig(max_completion_length=32, temperature=1.0, top_p=1.0)
-    items = task.eval[:8]
+    items = task.eval[:6]
     before = codetask.valid_code_rate(model, tok, items, "main", cfg, samples=4)
     pairs = task.warmup_data(2048, 0, 0.5)
-    codetask.warmup([model], tok, pairs[1:], steps=120, seed=0)
+    codetask.warmup([model], tok, pairs[1:], steps=80, batch_size=16, lr=1e-2, seed=0)
     after = codetask.valid_code_rate(model, tok, items, "main", cfg, samples=4)
-    assert before <= 0.05 and after >= 0.6, (before, after)  # measured 0.75 at this seed
+    assert before <= 0.05 and after >= 0.6, (before, after)  # measured 0.96 at this seed (0.83 at seed 1)
 
 
 def test_cli_aux_code_end_to_end(tmp_path, capsys):
@@ -136,8 +136,8 @@ def test_cli_aux_code_end_to_end(tmp_path, capsys):
     from auxfn import cli
 
     out = tmp_path / "run"
-    argv = ["magrpo", "train", "--task", "aux-code", "--preset", "quick", "--warmup-steps", "20", "--trainer.max-steps", "2",
-            "--trainer.num-generations", "2", "--trainer.max-completion-length", "12", "--eval-items", "2", "--eval-samples", "1",
+    argv = ["magrpo", "train", "--task", "aux-code", "--preset", "quick", "--warmup-steps", "4", "--trainer.max-steps", "2",
+            "--trainer.num-generations", "2", "--trainer.max-completion-length", "8", "--eval-items", "2", "--eval-samples", "1",
             "--model.hidden-size", "16", "--out", str(out), "--quiet"]
     assert cli.main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -145,7 +145,7 @@ def test_cli_aux_code_end_to_end(tmp_path, capsys):
     assert summary["task"] == "aux-code" and summary["steps"] == 2 and summary["max_reward"] == 4.0
     assert {"valid_code_rate/agent_0/init", "valid_code_rate/agent_1/warmup", "warmup_loss/agent_0", "eval_reward_init"} <= set(summary)
     config = json.loads((out / "config.json").read_text())
-    assert json.dumps(config).count('"warmup_steps": 20') == 1  # the aux-code-quick preset, with the override
+    assert json.dumps(config).count('"warmup_steps": 4') == 1  # the aux-code-quick preset, with the override
     assert cli.main(["magrpo", "eval", str(out)]) == 0
     assert "eval_reward" in capsys.readouterr().out
 

@@ -341,12 +341,20 @@ def warmup(models: Sequence[Any], tokenizer: Any, pairs: list[list[tuple[str, st
             final.append(float("nan"))
             continue
         device = next(model.parameters()).device
-        enc = [(tokenizer(p, add_special_tokens=False)["input_ids"], tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]) for p, c in data]
+        cache: dict[int, tuple[list[int], list[int]]] = {}
+
+        def encoded(i: int, cache=cache, data=data) -> tuple[list[int], list[int]]:  # only the pairs drawn are tokenized
+            if i not in cache:
+                p, c = data[i]
+                cache[i] = (tokenizer(p, add_special_tokens=False)["input_ids"], tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+            return cache[i]
+
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
         model.train()
         losses = []
         for _ in range(steps):
-            idx = torch.randint(len(enc), (batch_size,), generator=g).tolist()
+            idx = torch.randint(len(data), (batch_size,), generator=g).tolist()
+            enc = {i: encoded(i) for i in idx}
             L = max(len(enc[i][0]) + len(enc[i][1]) for i in idx)
             ids = torch.full((batch_size, L), tokenizer.pad_token_id, dtype=torch.long)
             att = torch.zeros((batch_size, L), dtype=torch.long)

@@ -151,6 +151,8 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
     tok, task, trainer = build(cfg)
     modules = {f"agent_{i}": a for i, a in enumerate(trainer.agents)}
     optims = {f"agent_{i}": o for i, o in enumerate(trainer.optimizers)}
+    if cfg.warmup_steps and trainer.ref_models:  # the KL reference is the warmed-up pair: checkpointed with the run
+        modules.update({f"reference_{i}": r for i, r in enumerate(trainer.ref_models)})
     if resume is not None:
         ck = load_checkpoint(resume, modules, optimizers=optims, config=cfg, ignore_fields=("trainer.max_steps", "checkpoint_every"))
         run = Run.resume(resume, ck.step, config=cfg, quiet=quiet)
@@ -228,6 +230,7 @@ def run_warmup(cfg: TrainConfig, tok: Any, task: Any, trainer: Any) -> dict[str,
         out[f"warmup_loss/agent_{i}"] = v
     if code:
         rates("warmup")
+    trainer.reset_reference()  # beta > 0: KL to the warmed-up agents, not to their random init
     return out
 
 

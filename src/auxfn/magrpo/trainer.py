@@ -203,6 +203,17 @@ class MAGRPOTrainer:
         self.state = {"step": 0, "cursor": 0}
         self.log_history: list[dict[str, float]] = []
 
+    def reset_reference(self) -> None:
+        """Take the agents' current weights as the KL reference (``beta > 0``), e.g. after a warm-up.
+
+        Copies the weights into the frozen reference models in place. With peft agents the
+        reference is the adapter-disabled base model, which a warm-up of the adapters does
+        not change; this call then has nothing to copy.
+        """
+        with torch.no_grad():
+            for i, ref in enumerate(self.ref_models):
+                ref.load_state_dict(self.agent(i).state_dict())
+
     def _trainable(self, i: int) -> list[torch.nn.Parameter]:
         if self.shared:  # only agent i's adapter weights
             return [p for n, p in self.agents[i].named_parameters() if f".agent_{i}." in n]
