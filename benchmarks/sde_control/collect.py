@@ -1,0 +1,62 @@
+"""Merge the latest results/*.md and *.json into the committed summary RESULTS.md and results.json.
+
+    .venv/bin/python benchmarks/sde_control/collect.py --note "machine load ..."
+
+Takes results/speed.*, results/sweeps.* and every results/reproduction*.* present (parts of the
+table run in parallel with --tag). Loss curves are dropped from the JSON to keep it small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from pathlib import Path
+
+HERE = Path(__file__).parent
+OUT = HERE / "results"
+
+COMMANDS = {
+    "speed": ".venv/bin/python benchmarks/sde_control/speed.py --compile",
+    "sweeps": ".venv/bin/python benchmarks/sde_control/sweeps.py",
+    "reproduction": ".venv/bin/python benchmarks/sde_control/reproduction.py --preset paper --only {only} --tag={tag}",
+}
+
+
+def _strip(o):
+    if isinstance(o, dict):
+        return {k: _strip(v) for k, v in o.items() if k not in ("loss_curve", "violation_curve")}
+    if isinstance(o, list):
+        return [_strip(v) for v in o]
+    return o
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--note", default="", help="machine load and other context")
+    ap.add_argument("--head", default="", help="a Markdown file with the summary written above the tables")
+    args = ap.parse_args()
+    parts, data = [], {}
+    head = Path(args.head).read_text() if args.head else ""
+    for name in ["speed", "sweeps"] + sorted(p.stem for p in OUT.glob("reproduction*.md")):
+        md, js = OUT / f"{name}.md", OUT / f"{name}.json"
+        if not md.is_file():
+            continue
+        if name.startswith("reproduction"):
+            only = ",".join(sorted({r["label"].split(" / ")[0].split("-")[0] for r in json.loads(js.read_text())["runs"]}))
+            cmd = COMMANDS["reproduction"].format(only=only, tag=name[len("reproduction"):])
+        else:
+            cmd = COMMANDS[name]
+        parts.append(f"<!-- {name} -->\nCommand: `{cmd}`\n\n" + md.read_text().replace("\n# ", "\n## ").lstrip("# ")
+                     .replace("\n## ", "\n### "))
+        if js.is_file():
+            data[name] = _strip(json.loads(js.read_text()))
+    date = datetime.date.today().isoformat()
+    text = (f"# sde_control benchmark results ({date})\n\n{args.note}\n\n{head}\n\n" + "\n\n## ".join([""] + parts)).strip() + "\n"
+    (HERE / "RESULTS.md").write_text(text)
+    (HERE / "results.json").write_text(json.dumps({"date": date, "note": args.note, **data}, indent=1) + "\n")
+    print(f"wrote {HERE / 'RESULTS.md'} and {HERE / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
