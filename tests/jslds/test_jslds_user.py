@@ -134,3 +134,23 @@ def test_fixed_points_save_load_round_trip(tmp_path):
     assert sorted(back.stability()) == ["saddle-1", "stable", "stable"]
     with pytest.raises(FileNotFoundError, match="no saved fixed points"):
         FixedPoints.load(tmp_path / "nothing")
+
+
+def test_runs_without_the_factory_fields_still_load_and_resume(tmp_path):
+    """Checkpoints written before cell_factory/task_factory existed: load_run and resume accept them."""
+    from dataclasses import replace
+
+    from auxfn.core.checkpoint import list_checkpoints
+
+    run = tmp_path / "run"
+    cfg = JSLDSConfig(n_state=5, steps=4, batch_size=8, eval_every=4, checkpoint_every=2, eval_batch_size=8)
+    train(cfg, out=run)
+    for ck in list_checkpoints(run):
+        state = json.loads((ck / "state.json").read_text())
+        del state["config"]["cell_factory"], state["config"]["task_factory"]
+        (ck / "state.json").write_text(json.dumps(state))
+    load_run(run)
+    res = train(replace(cfg, steps=6), resume=run)
+    assert res.summary["steps"] == 6
+    with pytest.raises(UserError, match="cell_factory"):  # a factory that differs is still a mismatch
+        train(replace(cfg, steps=8, cell_factory="jslds_user_helpers:make_cell"), resume=run)

@@ -296,7 +296,7 @@ def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:
     gen = make_generator(cfg.seed + 1)
     if resume is not None:
         ck = load_checkpoint(resume, _modules(model), optimizers={"adam": opt}, schedulers={"lr": sched}, config=cfg,
-                             ignore_fields=_RESUMABLE, generators={"data": gen}, map_location=device)
+                             ignore_fields=(*_RESUMABLE, *_absent_new_fields(resume, cfg)), generators={"data": gen}, map_location=device)
         run, start = Run.resume(resume, ck.step, config=cfg, quiet=quiet), ck.step
         if start >= cfg.steps:
             raise UserError(f"{resume} already ran {start} steps; pass --steps N with N > {start} to continue")
@@ -347,6 +347,18 @@ def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:
         figures = _training_figures(run, model, task, cfg, run_jslds, device)
         run.write_report(f"JSLDS training: {cfg.task}", summary, figures=figures)
     return JSLDSResult(run.path, summary, model, task, cfg)
+
+
+def _absent_new_fields(run_dir, cfg: JSLDSConfig) -> tuple[str, ...]:
+    """Factory fields a checkpoint written before they existed lacks, when ``cfg`` leaves them at
+    their default (empty): such a run still resumes; a changed factory is still a mismatch."""
+    from auxfn.core.checkpoint import latest
+
+    path = latest(run_dir)
+    if path is None or not (path / "state.json").is_file():
+        return ()
+    stored = json.loads((path / "state.json").read_text()).get("config") or {}
+    return tuple(f for f in ("cell_factory", "task_factory") if f not in stored and not getattr(cfg, f))
 
 
 def _record_user_objects(run: Run, task, cell) -> None:
