@@ -35,6 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--note", default="", help="machine load and other context")
     ap.add_argument("--head", default="", help="a Markdown file with the summary written above the tables")
+    ap.add_argument("--logs", nargs="*", default=[], help="logs of runs cut off before writing their tables (shown verbatim)")
     args = ap.parse_args()
     parts, data = [], {}
     head = Path(args.head).read_text() if args.head else ""
@@ -51,6 +52,10 @@ def main() -> None:
                      .replace("\n## ", "\n### "))
         if js.is_file():
             data[name] = _strip(json.loads(js.read_text()))
+    for log in args.logs:
+        text = Path(log).read_text().strip()
+        parts.append(f"Cut off before its table: `{Path(log).name}` (one line per finished row)\n\n```\n{text}\n```")
+        data.setdefault("cut_off_logs", {})[Path(log).name] = text.splitlines()
     date = datetime.date.today().isoformat()
     text = (f"# sde_control benchmark results ({date})\n\n{args.note}\n\n{head}\n\n" + "\n\n## ".join([""] + parts)).strip() + "\n"
     (HERE / "RESULTS.md").write_text(text)

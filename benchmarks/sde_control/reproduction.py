@@ -36,12 +36,15 @@ RUNS = [
     ("lorenz", "es-icnn", {"lorenz_target": "P2"}), ("lorenz", "es-quad", {"lorenz_target": "P2"}),
     ("lorenz", "as", {"lorenz_target": "P2"}),
     ("energy", "as", {}), ("pendulum", "as", {}), ("pendulum", "es-quad", {}), ("hopf", "as", {}),
-    ("stuart", "as", {}), ("echo", "as", {"max_iters": 3000}), ("cellfate", "as", {}),
+    ("stuart", "as", {}), ("echo", "as", {"max_iters": 3000}),
+    ("cellfate", "as", {"eval_T": 2.0}),
 ]
 
 # CPU-time changes against the official settings (also in RESULTS.md): the echo-state run is capped
 # at 3000 steps (official: up to 10000, stopping at zero violation).
-CHANGES = {"echo": "max_iters 3000 (official <= 10000)"}
+CHANGES = {"echo": "max_iters 3000 (official <= 10000)",
+           "cellfate": "simulated T = 2 at dt = 1e-5 (official T = 15 at dt = 3e-4, where every learned-control path diverges "
+                       "numerically); model-free fit 1000 steps on 8 trajectories (official 2000 on one)"}
 
 # linear diffusion gains u = k x simulated next to each learned controller (same x0, same noise);
 # the harmonic oscillator has its own baseline table (u = kx for k = 1, 2, 4, 6, LQR, CLF-QP)
@@ -97,11 +100,11 @@ def model_free_row(which):
     from auxfn.sde_control.model_free import model_free_control
     from auxfn.sde_control.systems import CellFate
 
-    cfg = preset("cellfate", "as", which)
+    cfg = dataclasses.replace(preset("cellfate", "as", which), eval_T=2.0)
     true = CellFate()
     x0 = true.domain.sample(8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ts = torch.linspace(0.0, 15.0, 301, dtype=torch.float64)
-    iters = 2000 if which == "paper" else 300
+    iters = 1000 if which == "paper" else 300
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         r = model_free_control(true, cfg, x0_obs=x0, ts=ts, out=Path(tmp) / "mf",
