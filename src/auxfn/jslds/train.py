@@ -73,7 +73,7 @@ class JSLDSConfig:
     """State size n of the RNN (and the width of the expansion net)."""
     expansion_layers: int = 2
     """Layers of the residual tanh expansion net E."""
-    steps: int = 6000
+    steps: int = 8000
     """Optimizer steps (one fresh batch each)."""
     batch_size: int = 64
     """Trials per batch."""
@@ -157,7 +157,7 @@ _STANDARD = dict(w_rnn=1.0, w_jslds=0.0, w_fixed_point=0.0, w_approx=0.0)
 _QUICK_FF = JSLDSConfig()
 _QUICK_CTX = JSLDSConfig(task="context", cell="vanilla-tanh", lr=0.005, steps=8000, w_rnn=1.0, w_l2=1e-5, eval_every=1000, checkpoint_every=1000)
 PRESETS: dict[str, Preset] = {
-    "quick-flipflop": Preset("3-bit flip-flop, GRU n=64, batch 64, 6000 steps (about 5 minutes on an idle 2-core CPU)", _QUICK_FF),
+    "quick-flipflop": Preset("3-bit flip-flop, GRU n=64, batch 64, 8000 steps (about 7 minutes on an idle 2-core CPU)", _QUICK_FF),
     "quick-context": Preset("context integration, tanh n=64, batch 64, lr 0.005, 8000 steps", _QUICK_CTX),
     "standard-flipflop": Preset("plain GRU baseline for quick-flipflop (no JSLDS terms), 6000 steps",
                                 replace(_QUICK_FF, steps=6000, **_STANDARD)),
