@@ -48,7 +48,7 @@ def main() -> None:
             cmd = COMMANDS["reproduction"].format(only=only, tag=name[len("reproduction"):])
         else:
             cmd = COMMANDS[name]
-        parts.append(f"<!-- {name} -->\nCommand: `{cmd}`\n\n" + md.read_text().replace("\n# ", "\n## ").lstrip("# ")
+        parts.append(f"{name}\n\nCommand: `{cmd}`\n\n" + md.read_text().replace("\n# ", "\n## ").lstrip("# ")
                      .replace("\n## ", "\n### "))
         if js.is_file():
             data[name] = _strip(json.loads(js.read_text()))
