@@ -15,16 +15,6 @@ from auxfn.jslds.analysis import (
     selection_projections,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices: one thread is fastest, and much faster than two on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 X_STAR = 0.9575040240772687  # the positive root of x = tanh(2 x)
 
 

@@ -22,13 +22,6 @@ from auxfn.jslds import (
 torch.set_default_dtype(torch.float32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices: one thread is fastest, and much faster than two on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cells(n=5, u=3):

@@ -12,15 +12,6 @@ from auxfn.jslds import FlipFlopTask, GRUCell
 from auxfn.jslds.train import PRESETS, JSLDSConfig, load_run, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices: one thread is fastest, and much faster than two on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_short_flipflop_run_learns(tmp_path):
     cfg = JSLDSConfig(n_state=16, steps=200, batch_size=32, lr=0.03, eval_every=200, checkpoint_every=200, log_every=10, seed=0)
     res = train(cfg, out=tmp_path / "run")
