@@ -570,28 +570,24 @@ def audit_figures(report: AuditReport, out_dir: str | Path, prefix: str = "") ->
     zc = z - z.mean(0)
     _, _, vt = np.linalg.svd(zc, full_matrices=False)
     pc = zc @ vt[:2].T if vt.shape[0] >= 2 else np.c_[zc @ vt[:1].T, np.zeros(len(z))]
-    fig, ax = subplots(width=4.6, height=3.8)
     cmap = __import__("matplotlib").colormaps["tab10" if report.n_classes <= 10 else "viridis"]
     k = max(report.n_classes - 1, 1)
-    for c in range(report.n_classes):
-        m = cls == c
-        colour = cmap(c) if report.n_classes <= 10 else cmap(c / k)
-        ax.scatter(pc[m, 0], pc[m, 1], s=8, color=colour, label=str(c) if report.n_classes <= 10 else None)
-    ax.set(xlabel="PC 1", ylabel="PC 2", title=f"latents by bisimulation class ({report.n_clusters} clusters)")
-    if report.n_classes <= 10:
-        ax.legend(fontsize=7, markerscale=1.5, ncol=2)
-    paths = [save_figure(fig, out_dir, f"{prefix}pca")]
-    emb = tsne_embedding(z, seed=report.settings.get("seed", 0))
-    if emb is not None:
+
+    def class_scatter(xy, name: str, label: str, what: str):
         fig, ax = subplots(width=4.6, height=3.8)
         for c in range(report.n_classes):
             m = cls == c
             colour = cmap(c) if report.n_classes <= 10 else cmap(c / k)
-            ax.scatter(emb[m, 0], emb[m, 1], s=8, color=colour, label=str(c) if report.n_classes <= 10 else None)
-        ax.set(xlabel="t-SNE 1", ylabel="t-SNE 2", title=f"t-SNE of latents by bisimulation class ({report.n_clusters} clusters)")
+            ax.scatter(xy[m, 0], xy[m, 1], s=8, color=colour, label=str(c) if report.n_classes <= 10 else None)
+        ax.set(xlabel=f"{label} 1", ylabel=f"{label} 2", title=f"{what} by bisimulation class ({report.n_clusters} clusters)")
         if report.n_classes <= 10:
             ax.legend(fontsize=7, markerscale=1.5, ncol=2)
-        paths.append(save_figure(fig, out_dir, f"{prefix}tsne"))
+        return save_figure(fig, out_dir, f"{prefix}{name}")
+
+    paths = [class_scatter(pc, "pca", "PC", "latents")]
+    emb = tsne_embedding(z, seed=report.settings.get("seed", 0))
+    if emb is not None:
+        paths.append(class_scatter(emb, "tsne", "t-SNE", "t-SNE of latents"))
     dv = np.array(report.collapse["distance_vs_depth"], dtype=float).reshape(-1, 2)
     fig, ax = subplots()
     ax.scatter(dv[:, 0], np.maximum(dv[:, 1], 1e-6), s=14, color=COLORS[0])
