@@ -4,14 +4,17 @@
         [--jslds-run RUN_DIR --standard-run RUN_DIR]
 
 Sizes: GRU (n=100, B=256) and (n=64, B=64), T=25, u=6, o=3, 3-bit flip-flop batches. For each
-thread count the JSLDS step, the RNN step and the JSLDS with ``torch.func.jvp`` (no analytic JVP,
-no fused/projected path) are timed *interleaved* (one step of each in turn), so that load from
+thread count the JSLDS step and the RNN step on the default path (the whole-sequence Function with a
+hand-written backward, ``auxfn.jslds.fused``), the same two with per-step autograd (``fused=False``,
+the previous default), and the JSLDS with ``torch.func.jvp`` (no analytic JVP, no fused/projected
+path) are timed *interleaved* (one step of each in turn), so that load from
 other jobs hits all of them alike; the ratios are the robust figures, absolute seconds are not on a
 shared machine. FLOPs per step are counted with ``torch.utils.flop_counter.FlopCounterMode`` (one
 fwd + bwd) and compared with this machine's float32 matmul throughput (a 1024^3 ``torch.mm``
-measured in the same run, per thread count). ``--compile`` adds a row with the loss function
-(whole unrolled forward, and its backward) under ``torch.compile`` (its compile time is reported;
-several minutes on 2 cores). Also: time to fixed points, one pass of E over N JSLDS states of the
+measured in the same run, per thread count). ``--compile`` adds a column with the loss function
+(whole unrolled per-step forward, and its backward) under ``torch.compile`` (its compile time is
+reported). The throughput of the largest per-step product's shape ``(3B x n) @ (n x 2n)`` is
+measured too. Also: time to fixed points, one pass of E over N JSLDS states of the
 co-trained model vs ``find_fixed_points`` from N RNN states of the standard model (trained runs
 if given, else the presets' models at initialisation with a fixed number of finder iterations).
 Writes results.json and results.md into --out (default benchmarks/jslds/results/speed).
@@ -37,11 +40,12 @@ class AutogradGRU(GRUCell):
     jvp = None
     fused_jvp_px = None
     project_inputs = None
+    sequence_kind = None
 
 
-def make(cell_cls, n, seed=0):
+def make(cell_cls, n, seed=0, fused=True):
     torch.manual_seed(seed)
-    model = JSLDS(cell_cls(n, 6), n_out=3)
+    model = JSLDS(cell_cls(n, 6), n_out=3, fused=fused)
     opt = torch.optim.Adam(model.parameters(), lr=0.02, eps=0.1)
     return model, opt
 
@@ -74,16 +78,19 @@ def count_flops(model, batch, jslds) -> float:
     return float(fc.get_total_flops())
 
 
-def matmul_gflops(size=1024, repeats=10) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(size=1024, repeats=10, shape=None) -> float:
+    """GFLOP/s of ``torch.mm`` for (size x size) @ (size x size), or for ``shape = (m, k, p)``."""
+    m, k, p = shape or (size, size, size)
+    a, b = torch.randn(m, k), torch.randn(k, p)
     torch.mm(a, b)
+    repeats = repeats if shape is None else max(repeats, int(2e9 / (2 * m * k * p)))
     best = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()
         for _ in range(repeats):
             torch.mm(a, b)
         best = min(best, time.perf_counter() - t0)
-    return 2 * size**3 * repeats / best / 1e9
+    return 2 * m * k * p * repeats / best / 1e9
 
 
 def median(v):
@@ -161,11 +168,13 @@ def main() -> None:
             systems = {
                 "jslds": (*make(GRUCell, n), True, None),
                 "rnn": (*make(GRUCell, n), False, None),
+                "jslds_stepwise": (*make(GRUCell, n, fused=False), True, None),
+                "rnn_stepwise": (*make(GRUCell, n, fused=False), False, None),
                 "jslds_torch_func_jvp": (*make(AutogradGRU, n), True, None),
             }
             compile_s = None
             if args.compile:
-                cm, copt = make(GRUCell, n)
+                cm, copt = make(GRUCell, n, fused=False)
                 fn = torch.compile(lambda x, y, mask, m=cm: jslds_losses(m(x), y, mask, W_JSLDS)["total"])
                 t0 = time.perf_counter()
                 train_step(cm, copt, batches[0], True, fn)
@@ -174,13 +183,21 @@ def main() -> None:
             t = time_interleaved(systems, batches, args.repeats)
             fj = count_flops(systems["jslds"][0], batches[0], True)
             fr = count_flops(systems["rnn"][0], batches[0], False)
+            fjs = count_flops(systems["jslds_stepwise"][0], batches[0], True)
+            # the largest per-step product of the JSLDS: [h; e; a - e] (3B x n) @ W_rz_h (n x 2n)
+            step_mm = matmul_gflops(shape=(3 * B, n, 2 * n))
             row = {
                 "threads": threads, "n": n, "B": B, "jslds_s": t["jslds"], "rnn_s": t["rnn"],
+                "jslds_stepwise_s": t["jslds_stepwise"], "rnn_stepwise_s": t["rnn_stepwise"],
                 "jslds_torch_func_jvp_s": t["jslds_torch_func_jvp"], "jslds_over_rnn": t["jslds"] / t["rnn"],
+                "jslds_over_rnn_stepwise": t["jslds"] / t["rnn_stepwise"],
+                "stepwise_jslds_over_rnn": t["jslds_stepwise"] / t["rnn_stepwise"],
+                "speedup_over_stepwise": t["jslds_stepwise"] / t["jslds"],
                 "official_jax_s": OFFICIAL_JAX[(n, B)], "speedup_vs_official": OFFICIAL_JAX[(n, B)] / t["jslds"],
-                "jslds_gflop_per_step": fj / 1e9, "rnn_gflop_per_step": fr / 1e9,
+                "jslds_gflop_per_step": fj / 1e9, "rnn_gflop_per_step": fr / 1e9, "jslds_stepwise_gflop_per_step": fjs / 1e9,
                 "jslds_fraction_of_matmul_peak": fj / t["jslds"] / 1e9 / peaks[threads],
                 "rnn_fraction_of_matmul_peak": fr / t["rnn"] / 1e9 / peaks[threads],
+                "step_matmul_gflops": step_mm,
             }
             if args.compile:
                 row.update(jslds_compiled_s=t["jslds_compiled"], compile_seconds=compile_s,
@@ -203,15 +220,20 @@ def main() -> None:
              f"torch {torch.__version__}, {res['date']}, load average at the end {load}; median of {args.repeats} "
              "interleaved steps; float32 matmul throughput (1024^3 mm): "
              + ", ".join(f"{k} thread(s) {v:.1f} GFLOP/s" for k, v in peaks.items()), "",
-             "| threads | n | B | JSLDS s/step | RNN s/step | JSLDS/RNN | JSLDS, torch.func.jvp | official JAX | speed-up vs JAX "
-             "| JSLDS GFLOP/step | RNN GFLOP/step | JSLDS % of mm peak | RNN % of mm peak |"
+             "Default path = whole-sequence Function with hand-written BPTT (JSLDS and RNN); stepwise = per-step "
+             "autograd (the previous default, `fused=False`).", "",
+             "| threads | n | B | JSLDS s/step | RNN s/step | JSLDS/RNN | JSLDS stepwise | RNN stepwise | stepwise JSLDS/RNN "
+             "| JSLDS / RNN stepwise | JSLDS, torch.func.jvp | official JAX | speed-up vs JAX "
+             "| JSLDS GFLOP/step | RNN GFLOP/step | JSLDS % of mm peak | RNN % of mm peak | step-shape mm GFLOP/s |"
              + (" compiled JSLDS s/step | compile s |" if args.compile else ""),
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if args.compile else "")]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if args.compile else "")]
     for r in rows:
         line = (f"| {r['threads']} | {r['n']} | {r['B']} | {r['jslds_s']:.4f} | {r['rnn_s']:.4f} | {r['jslds_over_rnn']:.2f} | "
+                f"{r['jslds_stepwise_s']:.4f} | {r['rnn_stepwise_s']:.4f} | {r['stepwise_jslds_over_rnn']:.2f} | "
+                f"{r['jslds_over_rnn_stepwise']:.2f} | "
                 f"{r['jslds_torch_func_jvp_s']:.4f} | {r['official_jax_s']} | {r['speedup_vs_official']:.2f} | "
                 f"{r['jslds_gflop_per_step']:.3f} | {r['rnn_gflop_per_step']:.3f} | {100 * r['jslds_fraction_of_matmul_peak']:.1f} | "
-                f"{100 * r['rnn_fraction_of_matmul_peak']:.1f} |")
+                f"{100 * r['rnn_fraction_of_matmul_peak']:.1f} | {r['step_matmul_gflops']:.1f} |")
         if args.compile:
             line += f" {r['jslds_compiled_s']:.4f} | {r['compile_seconds']:.0f} |"
         lines.append(line)

@@ -105,6 +105,16 @@ class VanillaRNNCell(nn.Module):
         f = self._act(z)
         return f, self._slope(z.split([M - K, K])[1], f.split([M - K, K])[1]) * dz
 
+    def sequence_kind(self) -> str | None:
+        """The whole-sequence training path's kind (:mod:`auxfn.jslds.fused`), or None for a subclass
+        that changes the equations (it then trains with autograd)."""
+        cls = type(self)
+        same = all(getattr(cls, m) is getattr(VanillaRNNCell, m) for m in ("forward", "forward_px", "project_inputs", "input_bias"))
+        return self.nonlinearity if same else None
+
+    def sequence_weights(self) -> tuple[torch.Tensor, None]:
+        return self.w_h, None
+
     def _slope(self, z: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         return 1 - f * f if self.nonlinearity == "tanh" else (z > 0).to(f.dtype)
 
@@ -200,6 +210,16 @@ class GRUCell(nn.Module):
         r, z = torch.sigmoid(torch.addmm(p_rz, h, self.w_rz_h)).chunk(2, 1)
         c = torch.tanh(torch.addmm(p_c, r * h, self.w_c_h))
         return c + z * (h - c)
+
+    def sequence_kind(self) -> str | None:
+        """``"gru"`` for the whole-sequence training path (:mod:`auxfn.jslds.fused`), or None for a
+        subclass that changes the equations (it then trains with autograd)."""
+        cls = type(self)
+        same = all(getattr(cls, m) is getattr(GRUCell, m) for m in ("forward", "forward_px", "project_inputs", "input_bias"))
+        return "gru" if same else None
+
+    def sequence_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.w_rz_h, self.w_c_h
 
     def fused_jvp_px(self, S: torch.Tensor, P: torch.Tensor, n_tangent: int):
         """F at every primal row and the JVP at the last ``n_tangent`` of them, two matmuls in all.

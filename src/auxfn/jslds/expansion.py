@@ -43,8 +43,7 @@ class ExpansionNet(nn.Module):
         that calls E at every step (``JSLDS.forward``) saves an add per layer and step, and its
         backward one node per layer and step. Differentiable in the weights.
         """
-        eye = torch.eye(self.n_state, dtype=self.layers[0].weight.dtype, device=self.layers[0].weight.device)
-        mats = [(layer.bias, eye + layer.weight.T) for layer in self.layers]
+        mats = self.folded_weights()
 
         def E(z: torch.Tensor) -> torch.Tensor:
             for b, m in mats:
@@ -52,3 +51,8 @@ class ExpansionNet(nn.Module):
             return z
 
         return E
+
+    def folded_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``[(b_l, M_l = I + W_l^T)]`` per layer (differentiable in the weights), as ``folded`` uses them."""
+        eye = torch.eye(self.n_state, dtype=self.layers[0].weight.dtype, device=self.layers[0].weight.device)
+        return [(layer.bias, eye + layer.weight.T) for layer in self.layers]

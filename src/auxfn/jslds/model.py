@@ -79,6 +79,9 @@ class JSLDS(nn.Module):
         x_star: input expansion point ``x*``: ``None``/``"zeros"``, a ``(u,)`` tensor, or a
             callable mapping ``x_t: (B, u)`` to ``x*_t: (B, u)`` (e.g. ``StaticChannels``).
         h0_scale: the learned initial state starts as ``N(0, 1) * h0_scale``.
+        fused: built-in cells with the built-in expansion net run the whole sequence in one autograd
+            Function with a hand-written backward (:mod:`auxfn.jslds.fused`; fastest, same values and
+            gradients); ``False`` uses per-step autograd. Other cells always use autograd.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class JSLDS(nn.Module):
         n_input: int | None = None,
         h0_scale: float = 0.1,
         generator: torch.Generator | None = None,
+        fused: bool = True,
     ):
         super().__init__()
         if n_state is None or n_input is None:
@@ -100,6 +104,7 @@ class JSLDS(nn.Module):
         if n_out < 1:
             raise ValueError(f"n_out must be >= 1, got {n_out}")
         self.n_state, self.n_input, self.n_out = int(n_state), int(n_input), int(n_out)
+        self.fused = bool(fused)
         self.cell = cell
         self.expansion = expansion if expansion is not None else ExpansionNet(self.n_state)
         self.readout = nn.Linear(self.n_state, self.n_out)
@@ -148,8 +153,11 @@ class JSLDS(nn.Module):
         if s0.shape != (B, self.n_state):
             raise ValueError(f"h0 must have shape ({B}, {self.n_state}), got {tuple(s0.shape)}")
         hs, as_, es, fes = [], [], [], []
-        # Cells with an input-projected form (the built-in ones) take the fast path: see _forward_fast.
+        # Cells with an input-projected form (the built-in ones) take the fast paths: the whole-sequence
+        # Function with a hand-written backward (_forward_sequence), else per-step autograd (_forward_fast).
         if all(callable(getattr(self.cell, m, None)) for m in ("project_inputs", "input_bias", "forward_px", "fused_jvp_px")):
+            if (run_rnn or run_jslds) and self.sequence_kind() is not None:
+                return self._forward_sequence(x, s0, run_rnn, run_jslds)
             return self._forward_fast(x, s0, run_rnn, run_jslds)
         # unbind, not x[:, t]: the backward of indexing would zero-fill a full-size gradient per step
         if run_rnn:
@@ -174,6 +182,56 @@ class JSLDS(nn.Module):
             h=h_bt, a=a_bt, e=stack(es), F_e=stack(fes),
             y_rnn=self.readout(h_bt) if h_bt is not None else None,
             y_jslds=self.readout(a_bt) if a_bt is not None else None,
+        )
+
+    def sequence_kind(self) -> str | None:
+        """``"gru"`` / ``"tanh"`` / ``"relu"`` when ``forward`` runs the whole-sequence path
+        (:mod:`auxfn.jslds.fused`): a built-in cell (not a subclass changing its equations), the
+        built-in ``ExpansionNet`` and ``self.fused`` true; else ``None`` (per-step autograd)."""
+        if not self.fused:
+            return None
+        kind = getattr(self.cell, "sequence_kind", None)
+        kind = kind() if callable(kind) else None
+        if kind is None or type(self.expansion) is not ExpansionNet:
+            return None
+        return kind
+
+    def _forward_sequence(self, x: torch.Tensor, s0: torch.Tensor, run_rnn: bool, run_jslds: bool) -> Trajectories:
+        """All steps in one autograd Function with a hand-written BPTT (see :mod:`auxfn.jslds.fused`);
+        the same values and gradients as ``_forward_fast``. Inputs are projected once (as there), the
+        readouts and losses are computed on the stacked trajectories by autograd."""
+        from auxfn.jslds.fused import SequenceSpec, sequence_forward
+
+        B = x.shape[0]
+        cell = self.cell
+        kind = self.sequence_kind()
+        bias = cell.input_bias()
+        if run_jslds:
+            xs = self.x_star(x)
+            primal = [x, xs] if run_rnn else [xs]
+            m = len(primal)
+            P = cell.project_inputs(torch.cat([*primal, x - xs], 0))
+            P_primal, P_tangent = P.split([m * B, B])
+            P = torch.cat([P_primal + bias, P_tangent], 0)
+        else:
+            P = cell.project_inputs(x) + bias
+        P = P.transpose(0, 1)  # (T, rows, k)
+        wa, wb = cell.sequence_weights()
+        if kind == "gru":
+            Pa, Pb = P.split([2 * self.n_state, self.n_state], -1)
+        else:
+            Pa, Pb = P, None
+        spec = SequenceSpec(kind, run_rnn, run_jslds, len(self.expansion.layers))
+        expansion = self.expansion.folded_weights() if run_jslds else []
+        F, A, E = sequence_forward(spec, s0, Pa, Pb, wa, wb, expansion)
+        # F: (T, rows, n) with the h rows first, then the F(e) rows
+        parts = [p.transpose(0, 1) for p in (F.split([B, B], 1) if run_rnn and run_jslds else (F,))]
+        h_bt = parts[0] if run_rnn else None
+        F_e = parts[-1] if run_jslds else None
+        a_bt = A.transpose(0, 1) if run_jslds else None
+        return Trajectories(
+            h=h_bt, a=a_bt, e=E.transpose(0, 1) if run_jslds else None, F_e=F_e,
+            y_rnn=self.readout(h_bt) if run_rnn else None, y_jslds=self.readout(a_bt) if run_jslds else None,
         )
 
     def _forward_fast(self, x: torch.Tensor, s0: torch.Tensor, run_rnn: bool, run_jslds: bool) -> Trajectories:

@@ -110,6 +110,13 @@ class JSLDSConfig:
     threads: int = 1
     """CPU threads for torch during training (0 keeps torch's default). One thread is fastest for
     these small matrices, and far faster than two on a shared 2-core machine."""
+    fused: bool = True
+    """Built-in cells and expansion net: run each batch's whole sequence in one autograd Function with a
+    hand-written backward (auxfn.jslds.fused; fastest, same values and gradients). False: per-step autograd."""
+    compile: bool = False
+    """Wrap the loss (model forward with per-step autograd, and its backward) in torch.compile; the first
+    step then takes the compile time (reported as compile_seconds). Off by default: compiling takes
+    minutes on 2 cores and the fused path is faster without it."""
     cell_factory: str = ""
     """Your own cell: "package.module:callable", called as callable(n_state, n_input) -> an nn.Module
     F(h, x); recorded in the run so eval/analyze/resume rebuild it. Empty: the built-in `cell`."""
@@ -260,7 +267,9 @@ def _modules(model: JSLDS) -> dict[str, torch.nn.Module]:
     return {"model": model}
 
 
-_RESUMABLE = ("steps", "log_every", "eval_every", "eval_batch_size", "checkpoint_every", "device", "threads")
+# settings that do not change the mathematics: a resume may change them, and checkpoints written before
+# the path options existed still load
+_RESUMABLE = ("steps", "log_every", "eval_every", "eval_batch_size", "checkpoint_every", "device", "threads", "fused", "compile")
 
 
 def train(cfg: JSLDSConfig, *, out: str | Path | None = None, resume: str | Path | None = None, quiet: bool = True,
@@ -291,6 +300,14 @@ def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:
     model = build_model(cfg, task, cell).to(device)
     weights = cfg.weights
     run_jslds = weights.needs_jslds
+    model.fused = cfg.fused and not cfg.compile
+
+    def step_losses(x, y, mask):
+        tr = model(x, run_jslds=run_jslds)
+        return jslds_losses(tr, y, mask, weights, params=model.parameters() if weights.l2 > 0 else None)
+
+    compute_losses = torch.compile(step_losses) if cfg.compile else step_losses
+    compile_seconds = None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=cfg.adam_eps)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
     gen = make_generator(cfg.seed + 1)
@@ -312,8 +329,7 @@ def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:
             if step == start + 1:
                 _check_batch(task, x, y, mask, cfg.batch_size, model)
             x, y, mask = x.to(device), y.to(device), mask.to(device)
-            tr = model(x, run_jslds=run_jslds)
-            losses = jslds_losses(tr, y, mask, weights, params=model.parameters() if weights.l2 > 0 else None)
+            losses = compute_losses(x, y, mask)
             if not torch.isfinite(losses["total"]):
                 raise run.diverged("loss/total", step)
             opt.zero_grad(set_to_none=True)
@@ -323,10 +339,15 @@ def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:
                 raise run.diverged("gradient norm", step)
             opt.step()
             sched.step()
-            t_train += time.perf_counter() - t0
+            if cfg.compile and compile_seconds is None:
+                compile_seconds = time.perf_counter() - t0  # the first step: tracing, compiling, running
+                run.log(step, {"time/compile_s": compile_seconds})
+            else:
+                t_train += time.perf_counter() - t0
             if step % cfg.log_every == 0 or step == cfg.steps:
                 row = {f"loss/{k}": v.item() for k, v in losses.items()}
-                row.update({"lr": sched.get_last_lr()[0], "grad_norm": gnorm.item(), "time/step_s": t_train / (step - start)})
+                timed = step - start - (1 if compile_seconds is not None else 0)
+                row.update({"lr": sched.get_last_lr()[0], "grad_norm": gnorm.item(), "time/step_s": t_train / max(1, timed)})
                 run.log(step, row)
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 model.eval()
@@ -338,7 +359,9 @@ def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:
                                 config=cfg, generators={"data": gen}, keep_last=2)
             bar.update(1)
         summary = {"steps": cfg.steps, **{k.split("/", 1)[1]: v for k, v in last_eval.items()},
-                   "seconds_per_step": t_train / max(1, cfg.steps - start)}
+                   "seconds_per_step": t_train / max(1, cfg.steps - start - (1 if compile_seconds is not None else 0))}
+        if compile_seconds is not None:
+            summary["compile_seconds"] = compile_seconds
         first = next((r for r in run.metrics() if "loss/total" in r), None)
         if first is not None:
             summary["first_loss"] = first["loss/total"]
