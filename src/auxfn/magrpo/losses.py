@@ -14,6 +14,8 @@ pi_ref, TRL's k3) is subtracted from the surrogate.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 __all__ = ["completion_mask", "policy_loss", "token_logprobs"]
@@ -29,6 +31,16 @@ def completion_mask(completion_ids: torch.Tensor, eos_token_id: int) -> torch.Te
     return (torch.arange(T, device=completion_ids.device)[None, :] <= first[:, None]).long()
 
 
+def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
+    get = getattr(model, "get_base_model", None)  # peft wrappers forward the argument
+    base = get() if callable(get) else model
+    base = getattr(base, "module", base)  # DDP
+    try:
+        return "logits_to_keep" in inspect.signature(type(base).forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def token_logprobs(
     model: torch.nn.Module,
     prompt_ids: torch.Tensor,
@@ -40,16 +52,29 @@ def token_logprobs(
 
     Prompts are left-padded (B, P), completions right-padded (B, T); one batched forward
     pass. Position ids follow the attention mask, as in generation with left padding.
+
+    Two savings, neither of which changes a kept log-prob: when no prompt is padded
+    (the trainer's usual case: one prompt, G completions) no attention mask is passed, so
+    the model takes its causal fast path (right padding after a completion cannot reach
+    earlier positions through causal attention); and the LM head runs only on the T
+    positions that predict completion tokens (``logits_to_keep``), not on the prompt.
     """
     if prompt_ids.shape != prompt_mask.shape or completion_ids.shape != comp_mask.shape:
         raise ValueError("prompt_ids/prompt_mask and completion_ids/comp_mask must have equal shapes")
     if prompt_ids.shape[0] != completion_ids.shape[0]:
         raise ValueError(f"prompt batch {prompt_ids.shape[0]} != completion batch {completion_ids.shape[0]}")
-    P = prompt_ids.shape[1]
+    T = completion_ids.shape[1]
     ids = torch.cat([prompt_ids, completion_ids], 1)
-    attn = torch.cat([prompt_mask, comp_mask], 1)
-    pos = (attn.cumsum(1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits[:, P - 1 : -1].float()
+    kwargs: dict = {}
+    if not bool(prompt_mask.bool().all()):
+        attn = torch.cat([prompt_mask, comp_mask], 1)
+        kwargs = dict(attention_mask=attn, position_ids=(attn.cumsum(1) - 1).clamp(min=0))
+    if _takes_logits_to_keep(model):
+        logits = model(input_ids=ids, logits_to_keep=T + 1, **kwargs).logits[:, :-1]
+    else:
+        logits = model(input_ids=ids, **kwargs).logits[:, prompt_ids.shape[1] - 1 : -1]
+    if logits.dtype not in (torch.float32, torch.float64):  # half precision: softmax in float32
+        logits = logits.float()
     logp = torch.log_softmax(logits, -1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
     return logp * comp_mask
 
