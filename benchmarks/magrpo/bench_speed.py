@@ -15,13 +15,17 @@ Each (variant, size) runs in its own subprocess so the peak resident memory (ru_
 is its own. Prints a table and writes results.json + results.md next to this file
 (under results/).
 
-    python benchmarks/magrpo/bench_speed.py [--steps 8] [--device cpu] [--sizes 9.5M] [--tag _10m]
+    python benchmarks/magrpo/bench_speed.py [--steps N] [--device cpu] [--sizes 9.5M] [--tag _10m]
+
+Without options it runs both sizes (8 timed steps on the tiny model, 3 at 9.5M, each after
+one warm-up step), about 3 minutes on an idle 2-core machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -33,6 +37,9 @@ SIZES = {
     "gpt2-w64-l2 / 32 tok": (64, 2, 2, 32),
     "gpt2-w256-l12 (~9.5M) / 128 tok": (256, 12, 4, 128),
 }
+# timed steps per size (after one warm-up step) unless --steps is given: the whole default
+# run (both sizes, 4 variants each) takes about 3 minutes on an idle 2-core machine
+DEFAULT_STEPS = {"gpt2-w64-l2 / 32 tok": 8, "gpt2-w256-l12 (~9.5M) / 128 tok": 3}
 
 
 PHASES = {"generate": 0.0, "update": 0.0}
@@ -115,15 +122,19 @@ def run_one(variant: str, size: str, steps: int, device: str) -> dict:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     t0 = time.perf_counter()
+    per_step = []
     for _ in range(steps):
+        t1 = time.perf_counter()
         step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        per_step.append(time.perf_counter() - t1)
     sec = (time.perf_counter() - t0) / steps
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"variant": variant, "size": size, "params": n_params, "new_tokens": new_tokens, "seconds_per_step": sec,
             "generate_s_per_step": PHASES["generate"] / steps, "update_s_per_step": PHASES["update"] / steps,
-            "peak_memory_mib": peak, "memory_kind": "cuda max allocated" if device.startswith("cuda") else "process max RSS"}
+            "min_seconds_per_step": min(per_step), "peak_memory_mib": peak,
+            "memory_kind": "cuda max allocated" if device.startswith("cuda") else "process max RSS"}
 
 
 def _trl_row(agent, tok, prompt: str, new_tokens: int, steps: int, n_params: int, size: str) -> dict:
@@ -157,28 +168,31 @@ def _trl_row(agent, tok, prompt: str, new_tokens: int, steps: int, n_params: int
     sec = sum(times[1:]) / len(times[1:])  # the first step is the warm-up
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"variant": "trl-grpo", "size": size, "params": n_params, "new_tokens": new_tokens, "seconds_per_step": sec,
+            "min_seconds_per_step": min(times[1:]),
             "generate_s_per_step": float("nan"), "update_s_per_step": float("nan"), "peak_memory_mib": peak,
             "memory_kind": "process max RSS", "torch_threads": torch.get_num_threads()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per variant (default: 8 for the tiny model, 3 at 9.5M)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--one", nargs=2, metavar=("VARIANT", "SIZE"))
     ap.add_argument("--sizes", nargs="+", default=None, help="run only the sizes whose name contains one of these strings (default: all)")
     ap.add_argument("--tag", default="", help="suffix of the result files: speed_results<tag>.json/.md")
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one[0], args.one[1], args.steps, args.device)))
+        print(json.dumps(run_one(args.one[0], args.one[1], args.steps or DEFAULT_STEPS[args.one[1]], args.device)))
         return
+    t_start, load_start = time.perf_counter(), list(os.getloadavg())
     rows = []
     sizes = [s for s in SIZES if args.sizes is None or any(k in s for k in args.sizes)]
     for size in sizes:
         for variant in ("ours", "per-sequence", "ours-1agent", "trl-grpo"):
-            out = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--device", args.device, "--one", variant, size],
+            steps = args.steps or DEFAULT_STEPS[size]
+            out = subprocess.run([sys.executable, __file__, "--steps", str(steps), "--device", args.device, "--one", variant, size],
                                  capture_output=True, text=True, check=True)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            rows.append({**json.loads(out.stdout.strip().splitlines()[-1]), "steps": steps})
             r = rows[-1]
             print(f"{size:34s} {variant:13s} {r['seconds_per_step']:.3f} s/step (generate {r['generate_s_per_step']:.3f}, "
                   f"update {r['update_s_per_step']:.3f})  peak {r['peak_memory_mib']:.0f} MiB", flush=True)
@@ -199,7 +213,9 @@ def main() -> None:
     print(table)
     out_dir = Path(__file__).parent / "results"
     out_dir.mkdir(exist_ok=True)
-    meta = {"device": args.device, "steps": args.steps, "agents": 2, "G": 4, "threads": 1}
+    meta = {"device": args.device, "steps": {s: args.steps or DEFAULT_STEPS[s] for s in sizes}, "agents": 2, "G": 4, "threads": 1,
+            "command": " ".join(["python", *sys.argv]), "wall_s": round(time.perf_counter() - t_start, 1),
+            "load_average_at_start": load_start, "load_average_at_end": list(os.getloadavg())}
     (out_dir / f"speed_results{args.tag}.json").write_text(json.dumps({"settings": meta, "rows": rows}, indent=2) + "\n")
     (out_dir / f"speed_results{args.tag}.md").write_text(f"# MAGRPO step time\n\nSettings: {json.dumps(meta)}\n\n{table}\n")
 

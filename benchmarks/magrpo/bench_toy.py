@@ -8,9 +8,13 @@ results/toy_results.json + results/toy_results.md.
 
 For the coding tasks (aux-code, aux-code-mt) every run starts with the supervised warm-up
 (``--warmup-steps``); the baselines use the same warmed-up agents, and "warm-up only" is
-the pair before MAGRPO. aux-code-mt trains with two turns (turn-2 prompts carry the
-sandbox's verdict) and is compared with single-turn training of the same budget in
-optimizer steps, both scored on the final turn's reward. coop-sum is also run with a
+the pair before MAGRPO. aux-code-mt compares two-turn with single-turn MAGRPO like for
+like: both arms start from the same two-turn warm-up (turn-1 and turn-2 templates, same
+seed, so the same warmed-up pair: the "before" rows of the two arms must agree), both
+take the same number of optimizer steps and sample the same number of completions per
+agent and step (two turns with G = 4: 4 + 4 x 4 = 20; one turn: G = 20), and both are
+scored with the two-turn protocol on the final turn's reward. The single-turn arm trains
+on turn-1 prompts only (the paper's single-turn setting). coop-sum is also run with a
 format warm-up ("MAGRPO after warm-up").
 
     python benchmarks/magrpo/bench_toy.py [--steps 60] [--code-steps 40] [--code-lr 5e-5] [--seeds 0 1 2] [--tasks ...]
@@ -57,8 +61,9 @@ def main() -> None:
         "coop-sum": [("MAGRPO aligned", dataclasses.replace(base, max_completion_length=4))],
         "coop-sum-warmup": [("MAGRPO after warm-up", dataclasses.replace(base, max_completion_length=4))],
         "aux-code": [("MAGRPO aligned", code)],
+        # same warm-up, same optimizer steps, same completions per step (2 turns, G=4: 4 + 16 = 20; 1 turn: G=20)
         "aux-code-mt": [("MAGRPO 2 turns (G=4)", dataclasses.replace(code, num_generations=4, num_turns=2)),
-                        ("MAGRPO 1 turn (G=4), scored on turn 2", dataclasses.replace(code, num_generations=4, num_turns=2))],
+                        ("MAGRPO 1 turn (G=20), scored on turn 2", dataclasses.replace(code, num_generations=20, num_turns=2))],
     }
     settings = {k: v for k, v in settings.items() if k in args.tasks}
     results: dict = {}
@@ -73,11 +78,10 @@ def main() -> None:
                 one_turn = "1 turn" in label
                 cfg = TrainConfig(task=task, trainer=dataclasses.replace(tcfg, seed=seed), eval_items=16, eval_samples=4,
                                   checkpoint_every=10**6, warmup_steps=warm)
-                if one_turn:  # train single-turn on aux-code, then score with the two-turn protocol
-                    cfg1 = dataclasses.replace(cfg, task="aux-code", trainer=dataclasses.replace(cfg.trainer, num_turns=1, num_generations=4))
-                    r = train(cfg1, out=out / "runs" / f"{name}-1turn-seed{seed}")
-                    _, _, tr2 = build(cfg, [a for a in r.trainer.agents])
-                    after = tr2.evaluate(greedy=False, num_samples=cfg.eval_samples)["eval/reward"]
+                if one_turn:
+                    r = _single_turn_arm(cfg, tcfg.num_generations)
+                    after = r.summary["eval_reward_after"]
+                    res.setdefault("before MAGRPO (1-turn arm)", []).append(r.summary["eval_reward_before"])
                 else:
                     r = train(cfg, out=out / "runs" / f"{name}-{label.split()[1]}-seed{seed}")
                     after = r.summary["eval_reward_after"]
@@ -88,7 +92,9 @@ def main() -> None:
                     for k, v in r.summary.items():
                         if k.startswith("valid_code_rate"):
                             res.setdefault(k, []).append(v)
-                print(f"{name} seed {seed} {label}: eval {r.summary['eval_reward_before']:.3f} -> {after:.3f}", flush=True)
+                wl = r.summary.get("warmup_loss/agent_0")
+                print(f"{name} seed {seed} {label}: eval {r.summary['eval_reward_before']:.3f} -> {after:.3f}"
+                      + (f" (warm-up loss agent 0: {wl:.6f})" if wl is not None else ""), flush=True)
             if task == "aux-code-mt":
                 continue  # the baselines are single-turn protocols: reported on aux-code
             seed_everything(seed)
@@ -115,6 +121,32 @@ def main() -> None:
                                                       "code_lr": args.code_lr or CODE_LR,
                                                       "seeds": args.seeds, "results": clean}, indent=2) + "\n")
     (out / "toy_results.md").write_text(f"# MAGRPO toy analogues\n\n{args.steps} steps, seeds {args.seeds}.\n\n{table}\n")
+
+
+def _single_turn_arm(cfg, G: int):
+    """Single-turn MAGRPO from the two-turn warm-up of ``cfg`` (an aux-code-mt config), scored on turn 2.
+
+    Repeats :func:`auxfn.magrpo.train.train`'s order of seeding, building, warm-up and the
+    "before" evaluation, so the warmed-up pair (and the random state) is the one the two-turn
+    arm starts from; then trains with one turn and G samples per agent, and evaluates with
+    the two-turn protocol. Returns an object with ``summary`` and ``trainer`` like ``train``.
+    """
+    import dataclasses
+    import types
+
+    from auxfn.core.seeding import seed_everything
+    from auxfn.magrpo.train import _eval, build, run_warmup
+
+    seed_everything(cfg.trainer.seed)
+    tok, task, tr_mt = build(cfg)
+    extra = run_warmup(cfg, tok, task, tr_mt)
+    before = _eval(tr_mt, cfg)
+    one = dataclasses.replace(cfg, task="aux-code", trainer=dataclasses.replace(cfg.trainer, num_turns=1, num_generations=G))
+    _, _, tr1 = build(one, list(tr_mt.agents))
+    tr1.train()
+    _, _, tr_eval = build(cfg, list(tr1.agents))
+    after = _eval(tr_eval, cfg)
+    return types.SimpleNamespace(summary={"eval_reward_before": before, "eval_reward_after": after, **extra}, trainer=tr1)
 
 
 def _figure(curves: dict, out: Path) -> None:
