@@ -14,14 +14,17 @@ dropped.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from auxfn.sde_control.systems import ControlledSDE
 
-__all__ = ["BrownianIncrements", "Trajectories", "simulate"]
+__all__ = ["ENGINES", "BrownianIncrements", "Trajectories", "simulate"]
+
+ENGINES = ("fast", "reference", "picard")
+_SLOW_SWEEPS = 32  # the Picard engine's progress check: sweeps per block
 
 
 class BrownianIncrements:
@@ -84,6 +87,7 @@ class Trajectories:
     diverged: Tensor
     diverged_at: Tensor
     dt: float
+    info: dict = field(default_factory=dict)
 
     @property
     def norms(self) -> Tensor:
@@ -129,6 +133,8 @@ def simulate(
     noise: BrownianIncrements | None = None,
     engine: str = "fast",
     chunk: int = 256,
+    window: int = 128,
+    tol: float = 1e-13,
 ) -> Trajectories:
     """Simulate ``sde`` from error states ``x0`` (P, d) for ``n_steps`` steps of ``dt``.
 
@@ -146,6 +152,16 @@ def simulate(
     per-step check, and replays a chunk step by step only when some path left the
     ``blowup`` box (or turned non-finite) inside it. Diverged paths then leave the active
     batch (frozen, recorded as NaN, counted).
+
+    ``engine="picard"`` (Euler only): the same Euler–Maruyama solution, computed by Picard
+    (waveform-relaxation) sweeps over a sliding window of ``window`` steps, each sweep one
+    batched model call on window·P states and a cumulative sum (:meth:`_Run.picard`); states
+    are accepted once their change in a sweep is at most ``tol·(1 + max|x|)``, so the paths
+    agree with the step-by-step loop to about ``tol`` relative (not bit for bit: the sums
+    are taken in another order). Windows that leave the blow-up box or contract slowly
+    (stiff) are stepped by the fast engine, so divergence is detected and recorded the same
+    way. The returned ``info`` holds the number of sweeps and steps per sweep. The model
+    must act row by row (each state's F, G, u depend on that state only), as for torchsde.
     """
     if x0.ndim != 2 or x0.shape[1] != sde.dim:
         raise ValueError(f"x0 must have shape (paths, {sde.dim}), got {tuple(x0.shape)}")
@@ -155,18 +171,25 @@ def simulate(
         raise ValueError("milstein needs scalar or diagonal noise (general noise needs Lévy areas); use euler")
     if not dt > 0 or n_steps < 1 or record_every < 1:
         raise ValueError(f"need dt > 0, n_steps >= 1, record_every >= 1; got {dt}, {n_steps}, {record_every}")
-    if engine not in ("fast", "reference"):
-        raise ValueError(f"engine must be 'fast' or 'reference', got {engine!r}")
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "picard" and method != "euler":
+        raise ValueError(f"engine='picard' computes Euler–Maruyama only; got method={method!r}")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
+    if not isinstance(window, int) or window < 2:
+        raise ValueError(f"window must be an integer >= 2, got {window!r}")
+    if not 0.0 < tol < 1e-6:
+        raise ValueError(f"tol must lie in (0, 1e-6) (Picard acceptance tolerance, relative), got {tol!r}")
     kw = dict(dt=dt, n_steps=n_steps, seed=seed, record_every=record_every, blowup=blowup, dtype=dtype, bm=bm,
               noise=noise)
     if method == "milstein" or engine == "reference":
         return _simulate_reference(sde, x0, method=method, **kw)
-    return _simulate_fast(sde, x0, chunk=chunk, **kw)
+    return _simulate_fast(sde, x0, chunk=chunk, picard=(window, tol) if engine == "picard" else None, **kw)
 
 
-def _simulate_fast(sde, x0, *, dt, n_steps, seed, record_every, blowup, dtype, bm, noise, chunk) -> Trajectories:
+def _simulate_fast(sde, x0, *, dt, n_steps, seed, record_every, blowup, dtype, bm, noise, chunk,
+                   picard: tuple[int, float] | None = None) -> Trajectories:
     P, d = x0.shape
     old = {n: p.dtype for n, p in sde.named_parameters()}
     sde.to(dtype)
@@ -178,81 +201,218 @@ def _simulate_fast(sde, x0, *, dt, n_steps, seed, record_every, blowup, dtype, b
                 noise = BrownianIncrements(P, sde.noise_dim, dt, seed=seed, dtype=dtype, device=z.device, bm=bm,
                                            chunk=max(chunk, 1024))
             sde.drift_and_diffusion(z[:1])  # the shape checks, once
-            parts = sde.lean_parts()
-            kind = sde.noise_type
-            n_rec = n_steps // record_every + 1
-            xs = torch.full((n_rec, P, d), math.nan, dtype=dtype, device=z.device)
-            us = torch.full((n_rec, P), math.nan, dtype=dtype, device=z.device)
-            diverged = torch.zeros(P, dtype=torch.bool, device=z.device)
-            diverged_at = torch.full((P,), math.inf, dtype=dtype, device=z.device)
-            active: Tensor | None = None  # None = all paths; else the indices still running
-
-            def put(k: int, za: Tensor, u: Tensor | None, rows: Tensor | None) -> None:
-                r = k // record_every
-                usq = za.new_zeros(za.shape[0]) if u is None else u.flatten(1).square().sum(-1)
-                if rows is None:
-                    xs[r] = za
-                    us[r] = usq
-                else:
-                    xs[r, rows] = za
-                    us[r, rows] = usq
-
-            def step(za: Tensor, F: Tensor, G: Tensor, dw: Tensor) -> Tensor:
-                if kind == "general":
-                    return torch.add(za, F, alpha=dt).add_(torch.bmm(G, dw.unsqueeze(-1)).squeeze(-1))
-                return torch.addcmul(torch.add(za, F, alpha=dt), G, dw)  # scalar dw (P, 1) broadcasts
-
-            k0 = 0
+            run = _Run(sde.lean_parts(), sde.noise_type, P, d, n_steps, record_every, dt, blowup, dtype, z.device,
+                       noise)
             za = z
-            while k0 < n_steps and za.shape[0]:  # (stops early once every path diverged)
-                c = min(chunk, n_steps - k0)
-                dW = noise.take(c)
-                if active is not None:
-                    dW = dW[:, active]
-                start = za
-                hi = torch.zeros_like(za)
-                for j in range(c):
-                    F, G, u = parts(za)
-                    if (k0 + j) % record_every == 0:
-                        put(k0 + j, za, u, active)
-                    za = step(za, F, G, dW[j])
-                    torch.maximum(hi, za.abs(), out=hi)  # NaN propagates, so non-finite paths show too
-                if not bool((hi <= blowup).all()):
-                    # replay the chunk with a check after every step (same arithmetic, same noise)
-                    za = start
-                    dloc = torch.zeros(za.shape[0], dtype=torch.bool, device=za.device)
-                    for j in range(c):
-                        k = k0 + j
-                        F, G, u = parts(za)
-                        if k % record_every == 0:
-                            # overwrites what the first pass recorded: NaN once a path diverged
-                            put(k, za, u, active)
-                            if bool(dloc.any()):
-                                rows = dloc.nonzero().squeeze(1) if active is None else active[dloc]
-                                xs[k // record_every, rows] = math.nan
-                                us[k // record_every, rows] = math.nan
-                        new = step(za, F, G, dW[j])
-                        bad = ~(new.abs() <= blowup).all(-1)
-                        newly = bad & ~dloc
-                        if bool(newly.any()):
-                            idx = newly.nonzero().squeeze(1) if active is None else active[newly]
-                            diverged_at[idx] = (k + 1) * dt
-                            diverged[idx] = True
-                            dloc |= bad
-                        za = torch.where(dloc.unsqueeze(1), za, new)  # frozen at the last finite state
-                    keep = ~dloc
-                    active = keep.nonzero().squeeze(1) if active is None else active[keep]
-                    za = za[keep]
-                k0 += c
+            if picard is None:
+                k0 = 0
+                while k0 < n_steps and za.shape[0]:  # (stops early once every path diverged)
+                    c = min(chunk, n_steps - k0)
+                    za = run.stepwise(za, k0, c)
+                    k0 += c
+            else:
+                za = run.picard(za, window=picard[0], tol=picard[1], chunk=chunk)
             if n_steps % record_every == 0 and za.shape[0]:
-                _, _, u = parts(za)
-                put(n_steps, za, u, active)
-            ts = (torch.arange(n_rec, dtype=torch.int64) * record_every).to(dtype) * dt
-        return Trajectories(ts=ts.clone(), xs=xs.clone(), u_sq=us.clone(), diverged=diverged.clone(),
-                            diverged_at=diverged_at.clone(), dt=dt)
+                _, _, u = run.parts(za)
+                run.put(n_steps, za, u)
+            run.fill_pending_u()
+            ts = (torch.arange(run.n_rec, dtype=torch.int64) * record_every).to(dtype) * dt
+        return Trajectories(ts=ts.clone(), xs=run.xs.clone(), u_sq=run.us.clone(), diverged=run.diverged.clone(),
+                            diverged_at=run.diverged_at.clone(), dt=dt, info=run.info)
     finally:
         for n, p in sde.named_parameters():
             p.data = p.data.to(old[n])
+
+
+class _Run:
+    """The state of one fast simulation: recorded rows, divergence record, the active paths, the noise stream.
+
+    Increments are drawn for all P paths in order of steps (so every engine sees the same
+    noise) and kept in a buffer until used; ``active`` (None = all) indexes the paths still
+    running, which are the rows of the state ``za`` the stepping functions carry.
+    """
+
+    def __init__(self, parts, kind, P, d, n_steps, record_every, dt, blowup, dtype, device, noise):
+        self.parts, self.kind, self.P, self.d, self.dt, self.blowup = parts, kind, P, d, dt, blowup
+        self.n_steps, self.record_every, self.noise = n_steps, record_every, noise
+        self.n_rec = n_steps // record_every + 1
+        self.xs = torch.full((self.n_rec, P, d), math.nan, dtype=dtype, device=device)
+        self.us = torch.full((self.n_rec, P), math.nan, dtype=dtype, device=device)
+        self.pending = torch.zeros((self.n_rec, P), dtype=torch.bool, device=device)  # x recorded, u still to do
+        self.diverged = torch.zeros(P, dtype=torch.bool, device=device)
+        self.diverged_at = torch.full((P,), math.inf, dtype=dtype, device=device)
+        self.active: Tensor | None = None
+        self._buf: Tensor | None = None  # increments of steps [_buf_k0, _buf_k0 + len)
+        self._buf_k0 = 0
+        self.info: dict = {}
+
+    # ------------------------------------------------------------------ noise and records
+    def dW(self, k: int, c: int) -> Tensor:
+        """Increments of steps k .. k+c-1 for the active paths, (c, Pa, m)."""
+        have = 0 if self._buf is None else self._buf_k0 + self._buf.shape[0]
+        if self._buf is not None and k > self._buf_k0:  # drop what was used
+            self._buf = self._buf[k - self._buf_k0:]
+            self._buf_k0 = k
+        if k + c > have:
+            # in blocks (one draw per block, not per sweep), never beyond the last step
+            new = self.noise.take(min(max(k + c - have, 4096), self.n_steps - have))
+            self._buf = new if self._buf is None else torch.cat([self._buf, new])
+            if have == 0:
+                self._buf_k0 = 0
+        out = self._buf[k - self._buf_k0:k - self._buf_k0 + c]
+        return out if self.active is None else out[:, self.active]
+
+    def put(self, k: int, za: Tensor, u: Tensor | None) -> None:
+        r = k // self.record_every
+        usq = za.new_zeros(za.shape[0]) if u is None else u.flatten(1).square().sum(-1)
+        if self.active is None:
+            self.xs[r] = za
+            self.us[r] = usq
+        else:
+            self.xs[r, self.active] = za
+            self.us[r, self.active] = usq
+
+    def put_states(self, k: int, za: Tensor, Y: Tensor) -> None:
+        """Record the states of steps k .. k+a-1 (``za`` at step k, then Y (a-1, Pa, d)) whose step is a
+        multiple of record_every; their ‖u‖² is filled in at the end by :meth:`fill_pending_u` (one
+        batched call)."""
+        re = self.record_every
+        first = -(-k // re) * re
+        if first >= k + 1 + Y.shape[0]:
+            return
+        X = torch.cat([za.unsqueeze(0), Y])
+        idx = torch.arange(first - k, X.shape[0], re, device=X.device)
+        rows = torch.arange(first // re, first // re + idx.numel(), device=X.device)
+        if self.active is None:
+            self.xs[rows] = X[idx]
+            self.pending[rows] = True
+        else:
+            self.xs[rows.unsqueeze(1), self.active] = X[idx]
+            self.pending[rows.unsqueeze(1), self.active] = True
+
+    def fill_pending_u(self) -> None:
+        if not bool(self.pending.any()):
+            return
+        r, p = self.pending.nonzero(as_tuple=True)
+        _, _, u = self.parts(self.xs[r, p])
+        self.us[r, p] = self.xs.new_zeros(r.numel()) if u is None else u.flatten(1).square().sum(-1)
+        self.pending.zero_()
+
+    # ------------------------------------------------------------------ stepping
+    def _increment(self, F: Tensor, G: Tensor, dw: Tensor) -> Tensor:
+        if self.kind == "general":
+            return torch.add(torch.bmm(G, dw.unsqueeze(-1)).squeeze(-1), F, alpha=self.dt)
+        return torch.addcmul(F * self.dt, G, dw)  # scalar dw (N, 1) broadcasts
+
+    def _step(self, za: Tensor, F: Tensor, G: Tensor, dw: Tensor) -> Tensor:
+        if self.kind == "general":
+            return torch.add(za, F, alpha=self.dt).add_(torch.bmm(G, dw.unsqueeze(-1)).squeeze(-1))
+        return torch.addcmul(torch.add(za, F, alpha=self.dt), G, dw)
+
+    def stepwise(self, za: Tensor, k0: int, c: int) -> Tensor:
+        """``c`` Euler steps from step ``k0``: a pass with a running max of |x|, replayed step by step with a
+        check after every step only when some path left the blow-up box (or turned non-finite)."""
+        parts, re, blowup, dt = self.parts, self.record_every, self.blowup, self.dt
+        dW = self.dW(k0, c)
+        start = za
+        hi = torch.zeros_like(za)
+        for j in range(c):
+            F, G, u = parts(za)
+            if (k0 + j) % re == 0:
+                self.put(k0 + j, za, u)
+            za = self._step(za, F, G, dW[j])
+            torch.maximum(hi, za.abs(), out=hi)  # NaN propagates, so non-finite paths show too
+        if bool((hi <= blowup).all()):
+            return za
+        # replay the chunk with a check after every step (same arithmetic, same noise)
+        za = start
+        active = self.active
+        dloc = torch.zeros(za.shape[0], dtype=torch.bool, device=za.device)
+        for j in range(c):
+            k = k0 + j
+            F, G, u = parts(za)
+            if k % re == 0:
+                # overwrites what the first pass recorded: NaN once a path diverged
+                self.put(k, za, u)
+                if bool(dloc.any()):
+                    rows = dloc.nonzero().squeeze(1) if active is None else active[dloc]
+                    self.xs[k // re, rows] = math.nan
+                    self.us[k // re, rows] = math.nan
+            new = self._step(za, F, G, dW[j])
+            bad = ~(new.abs() <= blowup).all(-1)
+            newly = bad & ~dloc
+            if bool(newly.any()):
+                idx = newly.nonzero().squeeze(1) if active is None else active[newly]
+                self.diverged_at[idx] = (k + 1) * dt
+                self.diverged[idx] = True
+                dloc |= bad
+            za = torch.where(dloc.unsqueeze(1), za, new)  # frozen at the last finite state
+        keep = ~dloc
+        self.active = keep.nonzero().squeeze(1) if active is None else active[keep]
+        return za[keep]
+
+    def picard(self, za: Tensor, *, window: int, tol: float, chunk: int) -> Tensor:
+        """Euler–Maruyama by Picard (waveform-relaxation) sweeps over a sliding window of ``window`` steps.
+
+        With the state x_k of the first step of the window exact and the increments dW fixed, the
+        Euler recursion x_{i+1} = x_i + F(x_i) dt + G(x_i) dW_i is the fixed point of
+
+            X^{j+1}_{k+i} = x_k + Σ_{l<i} [F(X^j_{k+l}) dt + G(X^j_{k+l}) dW_{k+l}],
+
+        one batched model call for all window·P states and a cumulative sum per sweep. Sweep j
+        makes the first j states exact; the states whose change in the last sweep is at most
+        ``tol·(1 + max|x|)`` (a leading run) are accepted, together with the one after them
+        (computed from accepted states only), so every sweep advances by at least one step. The
+        window then slides past them, keeping the later iterates as the next guesses. A window
+        whose accepted states leave the blow-up box, or a block of ``_SLOW_SWEEPS`` sweeps that
+        advances by fewer than 2 steps per sweep on average (stiff: Picard contracts slowly),
+        hand ``chunk`` steps to
+        :meth:`stepwise`, which detects and records divergence exactly as the fast engine.
+        """
+        n_steps, d, blowup = self.n_steps, self.d, self.blowup
+        k = 0
+        Y: Tensor | None = None  # (Kw, Pa, d): the current iterates of the states of steps k+1 .. k+Kw
+        sweeps = picard_steps = fallback_steps = fallbacks = run_sweeps = run_steps = 0
+        while k < n_steps and za.shape[0]:
+            Kw = min(window, n_steps - k)
+            Pa = za.shape[0]
+            if Y is None:
+                Y = za.unsqueeze(0).expand(Kw, Pa, d).clone()
+            elif Y.shape[0] > Kw:
+                Y = Y[:Kw]
+            dW = self.dW(k, Kw)
+            F, G, _ = self.parts(torch.cat([za.unsqueeze(0), Y[:-1]]).view(Kw * Pa, d))
+            Yn = self._increment(F, G, dW.reshape(Kw * Pa, -1)).view(Kw, Pa, d)
+            Yn[0] += za
+            Yn.cumsum_(0)  # Yn_i = x_k + Σ_{l<=i} increment_l
+            sweeps += 1
+            change = (Yn - Y).abs_().flatten(1).amax(1)
+            scale = Yn.abs().flatten(1).amax(1)
+            ok = change <= scale.mul(tol).add_(tol)  # NaN compares False
+            a = min(int(ok.cumprod(0).sum()) + 1, Kw)
+            # progress check over blocks of _SLOW_SWEEPS sweeps (a fresh window needs ~10-20
+            # sweeps before its iterates reach tol, advancing one step per sweep meanwhile)
+            run_sweeps, run_steps = run_sweeps + 1, run_steps + a
+            slow = run_sweeps >= _SLOW_SWEEPS and run_steps < 2 * run_sweeps
+            if run_sweeps >= _SLOW_SWEEPS:
+                run_sweeps = run_steps = 0
+            if slow or not float(scale[:a].max()) <= blowup:
+                c = min(chunk, n_steps - k)
+                za = self.stepwise(za, k, c)
+                k += c
+                fallback_steps += c
+                fallbacks += 1
+                Y, run_sweeps, run_steps = None, 0, 0
+                continue
+            self.put_states(k, za, Yn[:a - 1])
+            za = Yn[a - 1]
+            k += a
+            picard_steps += a
+            Y = torch.cat([Yn[a:], Yn[-1:].expand(a, Pa, d)]) if a < Kw else None
+        self.info = {"engine": "picard", "window": window, "tol": tol, "sweeps": sweeps,
+                     "picard_steps": picard_steps, "fallback_steps": fallback_steps, "fallbacks": fallbacks,
+                     "steps_per_sweep": picard_steps / max(sweeps, 1)}
+        return za
 
 
 @torch.no_grad()

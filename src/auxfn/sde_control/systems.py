@@ -312,23 +312,47 @@ class ControlledSDE(nn.Module):
         return self.domain.sample(n, generator=generator, dtype=dtype) * 0.5
 
 
+# Above this many rows a product z W^T is taken as (W z^T)^T: for the skinny matrices of small
+# controllers (inner sizes 2-80) BLAS is several times faster with the long dimension last
+# (measured 4-6x at 2560 rows, float64); the Picard engine evaluates thousands of rows at once.
+_FEATURE_MAJOR_ROWS = 256
+
+
+def rows_matmul(z: Tensor, Wt: Tensor) -> Tensor:
+    """z @ Wt for z (B, i), Wt (i, o), in the faster memory layout for large B (same values up to rounding)."""
+    if z.shape[0] >= _FEATURE_MAJOR_ROWS:
+        return torch.mm(Wt.t(), z.t()).t()
+    return torch.mm(z, Wt)
+
+
 def _lean_mlp(seq: nn.Module) -> Callable[[Tensor], Tensor] | None:
     """``seq`` (an ``nn.Sequential`` of Linear and ReLU/Tanh layers) as a closure of addmm calls, or None."""
     if not isinstance(seq, nn.Sequential):
         return None
-    ops: list[tuple[str, Tensor | None, Tensor | None]] = []
+    ops: list[tuple[str, Tensor | None, Tensor | None, Tensor | None, Tensor | None]] = []
     for layer in seq:
         if isinstance(layer, nn.Linear):
-            ops.append(("linear", layer.weight.t(), layer.bias))
+            b = layer.bias
+            ops.append(("linear", layer.weight.t(), b, layer.weight, None if b is None else b.unsqueeze(1)))
         elif isinstance(layer, nn.ReLU):
-            ops.append(("relu", None, None))
+            ops.append(("relu", None, None, None, None))
         elif isinstance(layer, nn.Tanh):
-            ops.append(("tanh", None, None))
+            ops.append(("tanh", None, None, None, None))
         else:
             return None
 
     def run(h: Tensor) -> Tensor:
-        for kind, Wt, b in ops:
+        if h.shape[0] >= _FEATURE_MAJOR_ROWS:
+            g = h.t()  # (features, rows): see rows_matmul
+            for kind, _, _, W, bcol in ops:
+                if kind == "linear":
+                    g = torch.mm(W, g) if bcol is None else torch.addmm(bcol, W, g)
+                elif kind == "relu":
+                    g = g.relu_()
+                else:
+                    g = g.tanh_()
+            return g.t()
+        for kind, Wt, b, _, _ in ops:
             if kind == "linear":
                 h = torch.mm(h, Wt) if b is None else torch.addmm(b, h, Wt)
             elif kind == "relu":
@@ -346,7 +370,7 @@ def _lean_controller(ctrl: nn.Module) -> Callable[[Tensor], Tensor]:
 
     if type(ctrl) is LinearGain:
         Kt = ctrl.K.t()
-        return lambda z: torch.mm(z, Kt.to(z.dtype))
+        return lambda z: rows_matmul(z, Kt.to(z.dtype))
     if type(ctrl) is ZeroPreservingMLP:
         net = _lean_mlp(ctrl.net)
         if net is not None:
@@ -412,10 +436,10 @@ class Harmonic(ControlledSDE):
                              persistent=False)
 
     def f0(self, z):
-        return z @ self.At.to(z.dtype)
+        return rows_matmul(z, self.At.to(z.dtype))
 
     def g0(self, z):
-        g = z @ self.Ct.to(z.dtype)
+        g = rows_matmul(z, self.Ct.to(z.dtype))
         return g if self.noise_type != "general" else g.unsqueeze(-1)
 
     def default_x0(self, n, *, generator=None, dtype=torch.float64):
@@ -491,6 +515,7 @@ class StuartLandau(ControlledSDE):
         kw.setdefault("domain", Box([0.0] * n + [-10.0] * (n - 1), [5.0] * n + [10.0] * (n - 1)))
         super().__init__(d, name=f"stuart-{n}", **kw)
         self.n, self.sigma, self.c1, self.c2 = n, sigma, c1, c2
+        self._mat_cache: dict = {}
 
     def polar(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """(rho, theta) (B, n) from error coordinates; theta_n = 0 (only differences matter)."""
@@ -502,20 +527,44 @@ class StuartLandau(ControlledSDE):
         theta = torch.cat([tail, torch.zeros_like(rho[:, :1])], dim=1)
         return rho, theta
 
+    def _mats(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """U (n-1, n) with theta = dtheta U (theta_j = sum_{k >= j} dtheta_k, theta_n = 0) and the
+        difference matrix D (n, n-1) with (h D)_j = h_j - h_{j+1}, cached per dtype/device."""
+        key = (z.dtype, z.device)
+        if key not in self._mat_cache:
+            n = self.n
+            U = torch.zeros(n - 1, n, dtype=z.dtype, device=z.device)
+            U[:, :-1] = torch.tril(torch.ones(n - 1, n - 1, dtype=z.dtype, device=z.device))
+            D = torch.zeros(n, n - 1, dtype=z.dtype, device=z.device)
+            idx = torch.arange(n - 1, device=z.device)
+            D[idx, idx] = 1.0
+            D[idx + 1, idx] = -1.0
+            self._mat_cache[key] = (U, D)
+        return self._mat_cache[key]
+
     def f0(self, z):
-        s, c1, c2 = self.sigma, self.c1, self.c2
-        rho, theta = self.polar(z)
+        s, c1, c2, n = self.sigma, self.c1, self.c2, self.n
         # sum_k L_jk h_k = h_j - mean(h) (global coupling, L = I - 11^T/n), and the O(n^2) sums
         # mean_k rho_k cos(theta_k - theta_j), mean_k rho_k sin(theta_k - theta_j) are
-        # Re / Im of e^{-i theta_j} M with the order parameter M = mean_k rho_k e^{i theta_k}: O(n)
+        # Re / Im of e^{-i theta_j} M with the order parameter M = mc + i ms = mean_k rho_k e^{i theta_k}:
+        # O(n). Written with few tensor operations (a step's cost is per-operation dispatch):
+        #   mean_cos - c1 mean_sin = cos_j A + sin_j B,  c1 mean_cos + mean_sin = cos_j B - sin_j A,
+        #   A = mc - c1 ms,  B = ms + c1 mc.
+        rho = z[:, :n] + 1.0
+        U, D = self._mats(z)
+        theta = torch.mm(z[:, n:], U)  # (B, n), theta_n = 0 (only differences matter)
         cos, sin = torch.cos(theta), torch.sin(theta)
         mc = (rho * cos).mean(dim=1, keepdim=True)
         ms = (rho * sin).mean(dim=1, keepdim=True)
-        mean_cos = cos * mc + sin * ms
-        mean_sin = cos * ms - sin * mc
-        drho = rho - rho**3 - s * (rho - (mean_cos - c1 * mean_sin))
-        dtheta = -c2 * rho**2 - s * ((c1 * rho - (c1 * mean_cos + mean_sin)) / rho)
-        return torch.cat([drho, dtheta[:, :-1] - dtheta[:, 1:]], dim=1)
+        A = torch.add(mc, ms, alpha=-c1)
+        B = torch.add(ms, mc, alpha=c1)
+        P = torch.addcmul(cos * A, sin, B)
+        Q = torch.addcmul(cos * B, sin, A, value=-1.0)
+        r2 = rho * rho
+        # drho = rho - rho^3 - s (rho - P);  dtheta = -c2 rho^2 - s (c1 rho - Q) / rho
+        drho = torch.addcmul(P * s, rho, torch.rsub(r2, 1.0 - s))
+        dtheta = torch.addcdiv(r2 * (-c2) - s * c1, Q, rho, value=s)
+        return torch.cat([drho, torch.mm(dtheta, D)], dim=1)
 
     def default_x0(self, n, *, generator=None, dtype=torch.float64):
         return Box([0.0] * self.n + [-3.0] * (self.n - 1), [2.0] * self.n + [3.0] * (self.n - 1)).sample(
