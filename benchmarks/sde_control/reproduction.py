@@ -26,7 +26,7 @@ from auxfn.sde_control import LinearGain, preset, train
 from auxfn.sde_control.baselines import CLFQP, lqr_gain
 from auxfn.sde_control.evaluation import compare
 from auxfn.sde_control.systems import Harmonic
-from auxfn.sde_control.train import build_system
+from auxfn.sde_control.training import build_system
 
 OUT = Path(__file__).parent / "results"
 

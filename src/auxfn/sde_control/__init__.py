@@ -4,55 +4,44 @@
 
 - :mod:`~auxfn.sde_control.systems`: :class:`ControlledSDE` (a user's own system) and the paper's systems;
 - :mod:`~auxfn.sde_control.controllers`, :mod:`~auxfn.sde_control.lyapunov`: u and V;
-- :func:`generator` (Itô generator LV), :func:`as_loss`, :func:`es_loss`;
-- :func:`train` -> :class:`ControlResult` with :class:`ControlConfig` and presets;
-- :func:`simulate` (batched Euler–Maruyama / Milstein, paired noise) and :mod:`~auxfn.sde_control.metrics`.
+- :func:`generator` (Itô generator LV, in :mod:`~auxfn.sde_control.ito_generator`), :func:`as_loss`,
+  :func:`es_loss`;
+- :func:`train` -> :class:`ControlResult` with :class:`ControlConfig` and presets
+  (:mod:`~auxfn.sde_control.training`);
+- :func:`simulate` (batched Euler–Maruyama / Milstein, paired noise; :mod:`~auxfn.sde_control.simulation`)
+  and :mod:`~auxfn.sde_control.metrics`.
 
-See docs/sde_control.md.
+The public names are imported lazily (PEP 562): ``import auxfn.sde_control`` does not import
+torch until one of them is used. (No module shares its name with a public function, so the
+lazy lookup always returns the function.) See docs/sde_control.md.
 """
 
-# Eager imports (torch included): three public functions share their names with their
-# modules (simulate, train, generator), so a PEP 562 lazy __getattr__ would hand out the
-# module instead of the function whenever the module had been imported first.
-from auxfn.sde_control.config import PRESETS, ControlConfig, preset
-from auxfn.sde_control.controllers import DifferenceMLP, LinearGain, PinnedMLP, ZeroPreservingMLP
-from auxfn.sde_control.generator import GeneratorTerms, generator
-from auxfn.sde_control.losses import as_loss, as_residual, es_loss, es_residual
-from auxfn.sde_control.lyapunov import (
-    DiagQuadLyapunov,
-    ICNNLyapunov,
-    QuadraticLyapunov,
-    smooth_relu,
-)
-from auxfn.sde_control.simulate import BrownianIncrements, Trajectories, simulate
-from auxfn.sde_control.systems import SYSTEMS, Box, ControlledSDE, make_system
-from auxfn.sde_control.train import ControlResult, train
+from __future__ import annotations
 
-__all__ = [
-    "PRESETS",
-    "SYSTEMS",
-    "Box",
-    "BrownianIncrements",
-    "ControlConfig",
-    "ControlResult",
-    "ControlledSDE",
-    "DiagQuadLyapunov",
-    "DifferenceMLP",
-    "GeneratorTerms",
-    "ICNNLyapunov",
-    "LinearGain",
-    "PinnedMLP",
-    "QuadraticLyapunov",
-    "Trajectories",
-    "ZeroPreservingMLP",
-    "as_loss",
-    "as_residual",
-    "es_loss",
-    "es_residual",
-    "generator",
-    "make_system",
-    "preset",
-    "simulate",
-    "smooth_relu",
-    "train",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "config": ("PRESETS", "ControlConfig", "preset"),
+    "controllers": ("DifferenceMLP", "LinearGain", "PinnedMLP", "ZeroPreservingMLP"),
+    "ito_generator": ("GeneratorTerms", "generator"),
+    "losses": ("as_loss", "as_residual", "es_loss", "es_residual"),
+    "lyapunov": ("DiagQuadLyapunov", "ICNNLyapunov", "QuadraticLyapunov", "smooth_relu"),
+    "simulation": ("BrownianIncrements", "Trajectories", "simulate"),
+    "systems": ("SYSTEMS", "Box", "ControlledSDE", "make_system"),
+    "training": ("ControlResult", "train"),
+}
+_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"auxfn.sde_control.{_WHERE[name]}"), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    raise AttributeError(f"module 'auxfn.sde_control' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -21,7 +21,7 @@ import torch
 from scipy.linalg import solve_continuous_are
 from torch import Tensor, nn
 
-from auxfn.sde_control.generator import generator
+from auxfn.sde_control.ito_generator import generator
 from auxfn.sde_control.systems import ControlledSDE
 
 __all__ = ["CLFQP", "HalfSquare", "clf_qp_solve", "lqr_gain"]

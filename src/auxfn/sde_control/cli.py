@@ -17,7 +17,7 @@ def _train(argv: list[str]) -> int:
     """``train [--system S] [--method M] [--preset paper|quick] [--field value ...] [--out DIR] [--resume DIR]``."""
     from auxfn.cli import UsageError, pop_option, train_command
     from auxfn.sde_control.config import METHODS, SYSTEM_NAMES, preset
-    from auxfn.sde_control.train import train
+    from auxfn.sde_control.training import train
 
     argv = list(argv)
     system = pop_option(argv, "--system") or "harmonic"
@@ -84,8 +84,8 @@ def _simulate(argv: list[str]) -> int:
     from auxfn.core.seeding import make_generator
     from auxfn.sde_control.metrics import summarize
     from auxfn.sde_control.plots import plot_norms
-    from auxfn.sde_control.simulate import simulate
-    from auxfn.sde_control.train import load_run
+    from auxfn.sde_control.simulation import simulate
+    from auxfn.sde_control.training import load_run
 
     cfg, base, sde, V = load_run(args.run_dir)
     torch.set_num_threads(max(1, cfg.threads))
@@ -123,7 +123,7 @@ def _eval(argv: list[str]) -> int:
     from auxfn.core.runs import Run
     from auxfn.sde_control.evaluation import evaluate_and_plot
     from auxfn.sde_control.plots import plot_loss
-    from auxfn.sde_control.train import _headline, certify, load_run
+    from auxfn.sde_control.training import _headline, certify, load_run
 
     cfg, base, sde, V = load_run(argv[0])
     torch.set_num_threads(max(1, cfg.threads))
@@ -147,7 +147,7 @@ def _demo(ctx: DemoContext) -> DemoResult:
     import dataclasses
 
     from auxfn.sde_control.config import preset
-    from auxfn.sde_control.train import train
+    from auxfn.sde_control.training import train
 
     cfg = preset("harmonic", "as", "quick" if ctx.quick else "paper")
     cfg = dataclasses.replace(cfg, seed=ctx.seed)

@@ -10,7 +10,7 @@ from torch import nn
 
 from auxfn.core.seeding import make_generator
 from auxfn.sde_control.metrics import summarize
-from auxfn.sde_control.simulate import Trajectories, simulate
+from auxfn.sde_control.simulation import Trajectories, simulate
 from auxfn.sde_control.systems import ControlledSDE
 
 __all__ = ["compare", "evaluate_and_plot"]

@@ -49,7 +49,7 @@ def find_counterexamples(
 
 def falsify(cfg, sde: ControlledSDE, V: nn.Module | None, *, seed: int) -> Tensor:
     """Counterexamples to the condition trained by ``cfg`` (AS or ES) for the current controller."""
-    from auxfn.sde_control.generator import generator
+    from auxfn.sde_control.ito_generator import generator
     from auxfn.sde_control.losses import as_residual, es_residual
 
     def residual(x: Tensor) -> Tensor:

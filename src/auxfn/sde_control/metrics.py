@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor
 
-from auxfn.sde_control.simulate import Trajectories
+from auxfn.sde_control.simulation import Trajectories
 
 __all__ = [
     "convergence_time",

@@ -120,7 +120,7 @@ def model_free_control(
     import time
 
     from auxfn.sde_control.evaluation import compare
-    from auxfn.sde_control.train import certify, train
+    from auxfn.sde_control.training import certify, train
 
     xs = observe(true_sde, x0_obs, ts)
     t0 = time.perf_counter()

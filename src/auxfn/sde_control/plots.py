@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from auxfn.core.plotting import COLORS, save_figure, subplots
-from auxfn.sde_control.simulate import Trajectories
+from auxfn.sde_control.simulation import Trajectories
 
 __all__ = ["plot_level_sets", "plot_loss", "plot_norms", "plot_phase", "plot_sweep"]
 

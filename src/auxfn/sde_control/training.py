@@ -5,7 +5,7 @@ falsifier counterexamples), evaluate F(x), G(x) with the current controller and
 
 - AS: minimise ``as_loss(x, F, G, alpha)`` over the controller;
 - ES: minimise ``es_loss(V, LV, ∇V^T G, b)`` over the controller and V, with LV from
-  :func:`auxfn.sde_control.generator.generator` (gradients through ∇V and ∇²V).
+  :func:`auxfn.sde_control.ito_generator.generator` (gradients through ∇V and ∇²V).
 
 Training stops at the first step whose training states show no violation
 (``stop_at_zero``). The run then reports the violation rate on ``certify_samples``
@@ -29,7 +29,7 @@ from auxfn.core.runs import Run
 from auxfn.core.seeding import make_generator, seed_everything, torch_threads
 from auxfn.sde_control.config import ControlConfig
 from auxfn.sde_control.controllers import DifferenceMLP, LinearGain, PinnedMLP, ZeroPreservingMLP
-from auxfn.sde_control.generator import generator
+from auxfn.sde_control.ito_generator import generator
 from auxfn.sde_control.losses import as_loss, as_residual, es_loss, es_residual
 from auxfn.sde_control.lyapunov import DiagQuadLyapunov, ICNNLyapunov, QuadraticLyapunov
 from auxfn.sde_control.systems import ControlledSDE, make_system
