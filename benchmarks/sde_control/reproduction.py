@@ -30,6 +30,11 @@ from auxfn.sde_control.training import build_system
 
 OUT = Path(__file__).parent / "results"
 
+# The cell-fate controller pins gene 2 only, and x1' = 0.5 - x1 does not depend on the others and gets no
+# noise: its error is 0.5 e^{-t} from the official initial state whatever the controller, so
+# ||x(t)|| < 0.05 needs t > ln 10 = 2.30. The rows are simulated to T = 5 (the preset's horizon).
+CELLFATE_T = 5.0
+
 RUNS = [
     ("harmonic", "as", {}), ("harmonic", "es-icnn", {}), ("harmonic", "es-quad", {}),
     ("lorenz", "es-icnn", {}), ("lorenz", "es-quad", {}), ("lorenz", "as", {}),
@@ -37,13 +42,14 @@ RUNS = [
     ("lorenz", "as", {"lorenz_target": "P2"}),
     ("energy", "as", {}), ("pendulum", "as", {}), ("pendulum", "es-quad", {}), ("hopf", "as", {}),
     ("stuart", "as", {}), ("echo", "as", {"max_iters": 3000}),
-    ("cellfate", "as", {"eval_T": 2.0}),
+    ("cellfate", "as", {"eval_T": CELLFATE_T}),
 ]
+
 
 # CPU-time changes against the official settings (also in RESULTS.md): the echo-state run is capped
 # at 3000 steps (official: up to 10000, stopping at zero violation).
 CHANGES = {"echo": "max_iters 3000 (official <= 10000)",
-           "cellfate": "simulated T = 2 at dt = 1e-5 (official T = 15 at dt = 3e-4, where every learned-control path diverges "
+           "cellfate": "simulated T = 5 at dt = 1e-5 (official T = 15 at dt = 3e-4, where every learned-control path diverges "
                        "numerically); model-free fit 1000 steps on 8 trajectories (official 2000 on one)"}
 
 # linear diffusion gains u = k x simulated next to each learned controller (same x0, same noise);
@@ -100,7 +106,7 @@ def model_free_row(which):
     from auxfn.sde_control.model_free import model_free_control
     from auxfn.sde_control.systems import CellFate
 
-    cfg = dataclasses.replace(preset("cellfate", "as", which), eval_T=2.0)
+    cfg = dataclasses.replace(preset("cellfate", "as", which), eval_T=CELLFATE_T)
     true = CellFate()
     x0 = true.domain.sample(8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ts = torch.linspace(0.0, 15.0, 301, dtype=torch.float64)

@@ -1,7 +1,8 @@
 """Speed: one ES step (vectorised generator vs one backward pass per batch entry), AS time to
-zero violation, ES time to stop, and simulation throughput.
+zero violation, ES time to stop, and simulation throughput (step-by-step loop, fast engine,
+Picard engine; a window/tolerance grid of the Picard engine; optionally torch.compile of one step).
 
-    .venv/bin/python benchmarks/sde_control/speed.py [--quick]
+    .venv/bin/python benchmarks/sde_control/speed.py [--quick] [--only es,train,sim,grid,compile]
 
 Prints a table and writes results/speed.json and results/speed.md next to this file.
 """
@@ -118,6 +119,7 @@ def plot_loss_curves(res: dict) -> Path:
 
 
 def _sim_setup(system, hidden, paths, **kw):
+    """A system with an untrained controller of the given architecture, weights scaled by 0.1."""
     torch.manual_seed(0)
     sde0 = make_system(system, **kw)
     u = ZeroPreservingMLP(sde0.dim, hidden)
@@ -129,114 +131,220 @@ def _sim_setup(system, hidden, paths, **kw):
     return sde, x0
 
 
-def bench_sim(system, hidden, n_steps, paths=20, **kw) -> dict:
-    """Both engines in the same process on the same model, x0 and noise, interleaved (fast, reference, fast)."""
-    sde, x0 = _sim_setup(system, hidden, paths, **kw)
-    res = {"system": system, "d": sde.dim, "paths": paths, "steps": n_steps}
-    for engine in ("fast", "reference"):
-        simulate(sde, x0, dt=1e-4, n_steps=100, engine=engine)  # warm-up
-    times = {"fast": [], "reference": []}
-    for engine in ("fast", "reference", "fast"):
-        t0 = time.perf_counter()
-        tr = simulate(sde, x0, dt=1e-4, n_steps=n_steps, record_every=100, engine=engine)
-        times[engine].append(time.perf_counter() - t0)
-        res[f"{engine}_diverged"] = tr.n_diverged
+_TRAINED: dict = {}
+
+
+def _trained_harmonic(paths):
+    """The harmonic oscillator with the AS controller of the quick preset (trained here, about 0.1 s)."""
+    if "sde" not in _TRAINED:
+        cfg = dataclasses.replace(preset("harmonic", "as", "quick"), eval_paths=0, certify_samples=1000)
+        with tempfile.TemporaryDirectory() as tmp:
+            _TRAINED["sde"] = train(cfg, out=Path(tmp) / "run").sde
+    sde = _TRAINED["sde"]
+    return sde, sde.default_x0(paths, generator=torch.Generator().manual_seed(0))
+
+
+def _max_dev(a, b) -> float:
+    """Largest |a - b| / (1 + |b|) over the recorded states (NaN after divergence must agree)."""
+    if not torch.equal(torch.isnan(a.xs), torch.isnan(b.xs)):
+        return float("inf")
+    return float(((a.xs - b.xs).abs() / (1.0 + b.xs.abs())).nan_to_num(0.0).max())
+
+
+def bench_sim(label, sde, x0, dt, n_steps, *, window=128, tol=1e-13, engines=("reference", "fast", "picard"),
+              reps=2) -> dict:
+    """The engines in one process on the same model, x0 and noise, interleaved; the best of ``reps`` runs each.
+    Deviations are measured against the step-by-step loop (recorded every 100 steps)."""
+    paths = x0.shape[0]
+    res = {"case": label, "system": sde.name, "d": sde.dim, "paths": paths, "dt": dt, "steps": n_steps,
+           "window": window, "tol": tol}
+    kw = dict(dt=dt, record_every=100, window=window, tol=tol)
+    for engine in engines:
+        simulate(sde, x0, n_steps=200, engine=engine, **kw)  # warm-up
+    times: dict[str, list[float]] = {e: [] for e in engines}
+    out = {}
+    for _ in range(reps):
+        for engine in engines:
+            t0 = time.perf_counter()
+            out[engine] = simulate(sde, x0, n_steps=n_steps, engine=engine, **kw)
+            times[engine].append(time.perf_counter() - t0)
     for engine, ts in times.items():
         t = min(ts)
         res[f"{engine}_s"] = t
         res[f"{engine}_path_steps_per_s"] = paths * n_steps / t
-        res[f"{engine}_us_per_path_step"] = t / (paths * n_steps) * 1e6
-    res["speedup"] = res["reference_s"] / res["fast_s"]
+        res[f"{engine}_diverged"] = out[engine].n_diverged
+        if engine != "reference" and "reference" in out:
+            res[f"{engine}_max_rel_dev"] = _max_dev(out[engine], out["reference"])
+    if "picard" in out:
+        res["picard_info"] = out["picard"].info
+    if "reference" in times and "fast" in times:
+        res["fast_vs_reference"] = res["reference_s"] / res["fast_s"]
+    if "picard" in times and "fast" in times:
+        res["picard_vs_fast"] = res["fast_s"] / res["picard_s"]
     return res
 
 
-def bench_compile(K: int = 10, n_steps: int = 20000, paths: int = 20) -> dict:
-    """torch.compile (inductor) of K unrolled Euler steps of the harmonic oscillator, a route we measured and did
-    not adopt: compile time, throughput and the largest difference to the eager chunk."""
-    sde, x0 = _sim_setup("harmonic", (6, 6), paths)
+def bench_picard_grid(n_steps, windows=(32, 64, 128, 256), tols=(1e-12, 1e-13, 1e-14)) -> list[dict]:
+    """Window and tolerance of the Picard engine: harmonic oscillator, trained AS controller, 20 paths, dt = 1e-4;
+    throughput relative to the fast engine measured in the same loop, deviation from the step-by-step loop."""
+    sde, x0 = _trained_harmonic(20)
+    kw = dict(dt=1e-4, n_steps=n_steps, record_every=100)
+    ref = simulate(sde, x0, engine="reference", **kw)
+    simulate(sde, x0, dt=1e-4, n_steps=200, engine="picard")
+    rows = []
+    for w in windows:
+        for tol in tols:
+            t0 = time.perf_counter()
+            fast = simulate(sde, x0, engine="fast", **kw)
+            tf = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            pic = simulate(sde, x0, engine="picard", window=w, tol=tol, **kw)
+            tp = time.perf_counter() - t0
+            rows.append({"window": w, "tol": tol, "picard_path_steps_per_s": 20 * n_steps / tp,
+                         "fast_path_steps_per_s": 20 * n_steps / tf, "picard_vs_fast": tf / tp,
+                         "steps_per_sweep": pic.info["steps_per_sweep"], "fallback_steps": pic.info["fallback_steps"],
+                         "max_rel_dev": _max_dev(pic, ref), "fast_max_rel_dev": _max_dev(fast, ref)})
+    return rows
+
+
+def bench_compile_step(n_steps: int = 20000, paths: int = 20) -> dict:
+    """torch.compile (inductor) of ONE Euler step of the harmonic oscillator with the trained AS controller, called
+    in a Python loop: compile time, throughput next to the eager step, largest deviation from the eager paths."""
+    sde, x0 = _trained_harmonic(paths)
     sde = sde.double()
     parts = sde.lean_parts()
     dt = 1e-4
 
-    def chunk(z, dW):
-        hi = torch.zeros_like(z)
-        for k in range(K):
-            F, G, _ = parts(z)
-            z = torch.addcmul(torch.add(z, F, alpha=dt), G, dW[k])
-            hi = torch.maximum(hi, z.abs())
-        return z, hi
+    def step(z, dw):
+        F, G, _ = parts(z)
+        return torch.addcmul(torch.add(z, F, alpha=dt), G, dw)
 
-    dW = torch.randn(K, paths, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * dt**0.5
+    dW = torch.randn(n_steps, paths, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * dt**0.5
     with torch.no_grad():
-        c = torch.compile(chunk, dynamic=False, fullgraph=True)
+        c = torch.compile(step, dynamic=False, fullgraph=True)
         t0 = time.perf_counter()
-        c(x0, dW)
+        c(x0, dW[0])
         compile_s = time.perf_counter() - t0
-        z = x0.clone()
-        n = max(1, n_steps // K)
-        t0 = time.perf_counter()
-        for _ in range(n):
-            z, _ = c(z, dW)
-        run_s = time.perf_counter() - t0
-        diff = float((chunk(x0, dW)[0] - c(x0, dW)[0]).abs().max())
-    return {"K": K, "compile_s": compile_s, "path_steps_per_s": paths * K * n / run_s, "max_abs_diff_vs_eager": diff}
+        out = {}
+        for name, fn in (("eager", step), ("compiled", c), ("eager2", step)):
+            z = x0.clone()
+            t0 = time.perf_counter()
+            for k in range(n_steps):
+                z = fn(z, dW[k])
+            out[name] = (time.perf_counter() - t0, z)
+    eager_s = min(out["eager"][0], out["eager2"][0])
+    diff = float(((out["compiled"][1] - out["eager"][1]).abs() / (1 + out["eager"][1].abs())).max())
+    sde.float()
+    return {"compile_s": compile_s, "compiled_path_steps_per_s": paths * n_steps / out["compiled"][0],
+            "eager_step_path_steps_per_s": paths * n_steps / eager_s, "max_rel_dev_vs_eager": diff,
+            "steps": n_steps, "paths": paths}
+
+
+SECTIONS = ("es", "train", "sim", "grid", "compile")
+
+
+def simulation_cases(q: bool) -> list[dict]:
+    sde, x0 = _trained_harmonic(20)
+    cases = [bench_sim("harmonic, trained AS, dt 1e-4", sde, x0, 1e-4, 5000 if q else 20000),
+             bench_sim("harmonic, trained AS, dt 1e-5 (paper's step)", sde, x0, 1e-5, 5000 if q else 20000)]
+    sl, x0s = _sim_setup("stuart", (80,), 20, n=20)
+    cases.append(bench_sim("Stuart-Landau n = 20 (39-d), MLP (80) x 0.1", sl, x0s, 1e-4, 1000 if q else 3000,
+                           window=32))
+    x0k = sde.default_x0(1000, generator=torch.Generator().manual_seed(0))
+    cases.append(bench_sim("harmonic, trained AS, dt 1e-4, 1000 paths", sde, x0k, 1e-4, 1000 if q else 3000,
+                           window=32))
+    return cases
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
-    ap.add_argument("--compile", action="store_true", help="also measure torch.compile of unrolled Euler steps (minutes)")
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions and steps")
+    ap.add_argument("--only", default="es,train,sim,grid",
+                    help=f"comma-separated sections of {SECTIONS} (compile: torch.compile of one Euler step, ~1 min)")
     args = ap.parse_args()
+    only = [x for x in args.only.split(",") if x]
+    bad = [x for x in only if x not in SECTIONS]
+    if bad:
+        ap.error(f"--only: unknown section(s) {bad}; choose from {SECTIONS}")
     torch.set_num_threads(1)
     q = args.quick
-    res = {"es_step": [bench_es_step(2, 10 if q else 30, 1 if q else 3), bench_es_step(3, 10 if q else 30, 1 if q else 3)]}
-    res["as_harmonic_quick"] = bench_train("harmonic", "as", "quick")
-    res["es_icnn_harmonic_paper"] = bench_train("harmonic", "es-icnn")
-    res["es_quad_harmonic_paper"] = bench_train("harmonic", "es-quad")
-    res["es_icnn_harmonic_constant_lr"] = bench_train("harmonic", "es-icnn", lr_schedule="constant")
-    res["es_quad_harmonic_constant_lr"] = bench_train("harmonic", "es-quad", lr_schedule="constant")
-    res["simulation"] = [bench_sim("harmonic", (6, 6), 5000 if q else 20000),
-                         bench_sim("stuart", (80,), 1000 if q else 5000, n=20),
-                         bench_sim("harmonic", (6, 6), 1000 if q else 5000, paths=1000)]
-    if args.compile:
-        res["compile"] = bench_compile()
+    res: dict = {"command": "benchmarks/sde_control/speed.py " + " ".join(a for a in [("--quick" if q else ""),
+                                                                                       f"--only {args.only}"] if a)}
+    if "es" in only:
+        res["es_step"] = [bench_es_step(2, 10 if q else 30, 1 if q else 3), bench_es_step(3, 10 if q else 30, 1 if q else 3)]
+    if "train" in only:
+        res["as_harmonic_quick"] = bench_train("harmonic", "as", "quick")
+        res["es_icnn_harmonic_paper"] = bench_train("harmonic", "es-icnn")
+        res["es_quad_harmonic_paper"] = bench_train("harmonic", "es-quad")
+        res["es_icnn_harmonic_constant_lr"] = bench_train("harmonic", "es-icnn", lr_schedule="constant")
+        res["es_quad_harmonic_constant_lr"] = bench_train("harmonic", "es-quad", lr_schedule="constant")
+    if "sim" in only:
+        res["simulation"] = simulation_cases(q)
+    if "grid" in only:
+        res["picard_grid"] = bench_picard_grid(5000 if q else 10000)
+    if "compile" in only:
+        res["compile_step"] = bench_compile_step(5000 if q else 20000)
     OUT.mkdir(exist_ok=True)
-    plot_loss_curves(res)
+    if "train" in only:
+        plot_loss_curves(res)
     (OUT / "speed.json").write_text(json.dumps(res, indent=2) + "\n")
-    lines = ["# sde_control speed (1 torch thread, CPU)", "",
-             "## One ES-ICNN step, N = 500 (forward + backward + Adam)", "",
-             "| d | ours (s) | one backward per entry (s) | speed-up |", "|---|---|---|---|"]
-    lines += [f"| {r['d']} | {r['ours_s']:.4f} | {r['per_entry_s']:.3f} | {r['speedup']:.0f}x |" for r in res["es_step"]]
-    lines += ["", "## Training to stop (harmonic oscillator)", "",
-              "| run | lr schedule | steps | steps to zero violation | training time (s) | steps to loss < 1e-3 | "
-              "time to loss < 1e-3 (s) | held-out violation rate (20 000 states) |",
-              "|---|---|---|---|---|---|---|---|"]
-    for key in ("as_harmonic_quick", "es_icnn_harmonic_paper", "es_quad_harmonic_paper", "es_icnn_harmonic_constant_lr",
-                "es_quad_harmonic_constant_lr"):
-        r = res[key]
-        t1e3 = r["time_to_loss_1e-3_s"]
-        lines.append(f"| {key} | {r['lr_schedule']} | {r['iters']} | {r['iters_to_zero']} | {r['train_time_s']:.3f} | "
-                     f"{r['iters_to_loss_1e-3']} | {'-' if t1e3 is None else f'{t1e3:.3f}'} | "
-                     f"{r['heldout_violation_rate']:.4f} |")
-    lines += ["", "Official scripts on the same kind of machine (reference figures from the issue): AS 3.4–3.9 s "
-              "(185 steps of 13.4 ms) to zero loss; ES-ICNN 0.96–0.99 s per step, 169 steps, about 167 s to stop "
-              "(loss < 1e-3); ES-quad 0.37 s per step, about 60 s.",
-              "", "## Simulation throughput (Euler–Maruyama, float64, MLP controller, same model/x0/noise)", "",
-              "| system | d | paths | steps | fast engine path-steps/s | reference loop path-steps/s | speed-up | "
-              "fast µs per path-step | diverged (fast / reference) |", "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['system']} | {r['d']} | {r['paths']} | {r['steps']} | {r['fast_path_steps_per_s']:.3g} | "
-              f"{r['reference_path_steps_per_s']:.3g} | {r['speedup']:.2f}x | {r['fast_us_per_path_step']:.2f} | "
-              f"{r['fast_diverged']} / {r['reference_diverged']} |" for r in res["simulation"]]
-    lines += ["", "Official generator: about 100 µs per path-step with a network controller (one path at a time). "
-              "Goal: >= 1e6 path-steps/s with 20 paths."]
-    if "compile" in res:
-        c = res["compile"]
-        lines += ["", f"torch.compile of {c['K']} unrolled steps (harmonic, 20 paths, not adopted): compile "
-                  f"{c['compile_s']:.1f} s, {c['path_steps_per_s']:.3g} path-steps/s, largest difference to the eager "
-                  f"chunk {c['max_abs_diff_vs_eager']:.3g}."]
-    text = "\n".join(lines) + "\n"
+    text = render(res)
     (OUT / "speed.md").write_text(text)
     print(text)
+
+
+def render(res: dict) -> str:
+    lines = ["# sde_control speed (1 torch thread, CPU)", "", f"Command: `.venv/bin/python {res['command']}`"]
+    if "es_step" in res:
+        lines += ["", "## One ES-ICNN step, N = 500 (forward + backward + Adam)", "",
+                  "| d | ours (s) | one backward per entry (s) | speed-up |", "|---|---|---|---|"]
+        lines += [f"| {r['d']} | {r['ours_s']:.4f} | {r['per_entry_s']:.3f} | {r['speedup']:.0f}x |" for r in res["es_step"]]
+    if "as_harmonic_quick" in res:
+        lines += ["", "## Training to stop (harmonic oscillator)", "",
+                  "| run | lr schedule | steps | steps to zero violation | training time (s) | steps to loss < 1e-3 | "
+                  "time to loss < 1e-3 (s) | held-out violation rate (20 000 states) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for key in ("as_harmonic_quick", "es_icnn_harmonic_paper", "es_quad_harmonic_paper",
+                    "es_icnn_harmonic_constant_lr", "es_quad_harmonic_constant_lr"):
+            r = res[key]
+            t1e3 = r["time_to_loss_1e-3_s"]
+            lines.append(f"| {key} | {r['lr_schedule']} | {r['iters']} | {r['iters_to_zero']} | {r['train_time_s']:.3f} | "
+                         f"{r['iters_to_loss_1e-3']} | {'-' if t1e3 is None else f'{t1e3:.3f}'} | "
+                         f"{r['heldout_violation_rate']:.4f} |")
+        lines += ["", "Official scripts on the same kind of machine (reference figures from the issue): AS 3.4–3.9 s "
+                  "(185 steps of 13.4 ms) to zero loss; ES-ICNN 0.96–0.99 s per step, 169 steps, about 167 s to stop "
+                  "(loss < 1e-3); ES-quad 0.37 s per step, about 60 s."]
+    if "simulation" in res:
+        lines += ["", "## Simulation throughput (Euler–Maruyama, float64, MLP controller; engines interleaved in one "
+                  "process on the same model, x0 and noise; best of 2)", "",
+                  "| case | d | paths | steps | reference loop | fast engine | Picard engine (window) | Picard / fast | "
+                  "Picard steps per sweep | Picard fallback steps | max rel. deviation from the loop (fast / Picard) | "
+                  "diverged (ref / fast / Picard) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in res["simulation"]:
+            info = r.get("picard_info", {})
+            lines.append(
+                f"| {r['case']} | {r['d']} | {r['paths']} | {r['steps']} | {r['reference_path_steps_per_s']:.3g} | "
+                f"{r['fast_path_steps_per_s']:.3g} | {r['picard_path_steps_per_s']:.3g} ({r['window']}) | "
+                f"{r['picard_vs_fast']:.2f}x | {info.get('steps_per_sweep', 0):.1f} | {info.get('fallback_steps', '-')} | "
+                f"{r['fast_max_rel_dev']:.1e} / {r['picard_max_rel_dev']:.1e} | "
+                f"{r['reference_diverged']} / {r['fast_diverged']} / {r['picard_diverged']} |")
+        lines += ["", "Throughputs in path-steps per second. Official generator: about 100 µs per path-step with a "
+                  "network controller (one path at a time). Goal: >= 1e6 path-steps/s with 20 paths."]
+    if "picard_grid" in res:
+        lines += ["", "## Picard window and tolerance (harmonic, trained AS, 20 paths, dt = 1e-4)", "",
+                  "| window | tol | Picard path-steps/s | fast path-steps/s (same loop) | Picard / fast | steps per sweep | "
+                  "fallback steps | max rel. deviation from the loop |", "|---|---|---|---|---|---|---|---|"]
+        for r in res["picard_grid"]:
+            lines.append(f"| {r['window']} | {r['tol']:.0e} | {r['picard_path_steps_per_s']:.3g} | "
+                         f"{r['fast_path_steps_per_s']:.3g} | {r['picard_vs_fast']:.2f}x | {r['steps_per_sweep']:.1f} | "
+                         f"{r['fallback_steps']} | {r['max_rel_dev']:.1e} |")
+    if "compile_step" in res:
+        c = res["compile_step"]
+        lines += ["", f"torch.compile (inductor) of one Euler step (harmonic, trained AS, {c['paths']} paths, "
+                  f"{c['steps']} steps): compile {c['compile_s']:.1f} s, {c['compiled_path_steps_per_s']:.3g} "
+                  f"path-steps/s vs {c['eager_step_path_steps_per_s']:.3g} for the same step eager; largest relative "
+                  f"deviation from the eager paths {c['max_rel_dev_vs_eager']:.1e}."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
