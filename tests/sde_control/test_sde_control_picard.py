@@ -143,3 +143,24 @@ def test_picard_bad_options():
         simulate(sde, x0, dt=0.1, n_steps=3, engine="picard", method="milstein")
     with pytest.raises(ValueError, match="engine must be one of"):
         simulate(sde, x0, dt=0.1, n_steps=3, engine="fastest")
+
+
+def test_lean_model_equals_module_calls_in_both_layouts():
+    # above 256 rows the built-in controllers and the harmonic parts take products as (W z^T)^T
+    torch.manual_seed(0)
+    for ctrl in (ZeroPreservingMLP(4, (8, 8), noise_dim=3), ZeroPreservingMLP(4, (8,), activation="tanh"),
+                 LinearGain(4)):
+        noise = "general" if getattr(ctrl, "noise_dim", 1) > 1 else "scalar"
+        sde = ControlledSDE(4, f0=lambda z: -z, noise_type=noise, noise_dim=3 if noise == "general" else None,
+                            controller=ctrl).double()
+        parts = sde.lean_parts()
+        for rows in (10, 300, 3000):
+            z = torch.randn(rows, 4, dtype=D64)
+            with torch.no_grad():
+                for a, b in zip(parts(z), sde.drift_and_diffusion(z), strict=True):
+                    # (the applied control u is compared flat: only its squared norm is used)
+                    torch.testing.assert_close(a.reshape(b.shape), b, rtol=1e-13, atol=1e-13)
+    h = make_system("harmonic").double()
+    z = torch.randn(1000, 2, dtype=D64)
+    torch.testing.assert_close(h.f0(z), z @ h.At.T.T, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(h.g0(z), z @ h.Ct, rtol=1e-14, atol=1e-14)
