@@ -17,7 +17,7 @@ HERE = Path(__file__).parent
 OUT = HERE / "results"
 
 COMMANDS = {
-    "speed": ".venv/bin/python benchmarks/sde_control/speed.py --compile",
+    "speed": ".venv/bin/python benchmarks/sde_control/speed.py",
     "sweeps": ".venv/bin/python benchmarks/sde_control/sweeps.py",
     "reproduction": ".venv/bin/python benchmarks/sde_control/reproduction.py --preset paper --only {only} --tag={tag}",
 }
@@ -48,10 +48,34 @@ def main() -> None:
             cmd = COMMANDS["reproduction"].format(only=only, tag=name[len("reproduction"):])
         else:
             cmd = COMMANDS[name]
+            if js.is_file() and "command" in json.loads(js.read_text()):
+                cmd = ".venv/bin/python " + json.loads(js.read_text())["command"]
         parts.append(f"{name}\n\nCommand: `{cmd}`\n\n" + md.read_text().replace("\n# ", "\n## ").lstrip("# ")
                      .replace("\n## ", "\n### "))
         if js.is_file():
             data[name] = _strip(json.loads(js.read_text()))
+    diag = sorted(OUT.glob("stuart_*.json"))
+    if diag:
+        rows = [json.loads(p.read_text()) for p in diag]
+        lines = ["stuart_diagnosis", "", "Command: `.venv/bin/python benchmarks/sde_control/stuart_diagnosis.py VARIANT "
+                 "--iters N --T T` (one per row)", "",
+                 "Learned diffusion gains k = NN(x) of u = NN(x) ⊙ x (39-d Stuart–Landau, AS, 5000 states, α = 0.75): "
+                 "on 5000 fresh training-box states and along the simulated paths (20 paths), and the simulation at "
+                 "two steps (Euler–Maruyama needs k·sqrt(dt) well below 1).", "",
+                 "| variant | AS form | normalised | steps | train s | held-out viol. | k max / p99 / median (box) | "
+                 "dt | k max / p99 / median (paths) | max k sqrt(dt) | tau (mean norm) | success | diverged | "
+                 "final mean norm |", "|" + "---|" * 14]
+        for r in rows:
+            for key in [k for k in r if k.startswith("dt=")]:
+                m, gb, gp = r[key], r["gain_train_states"], r[key]["gain_on_paths"]
+                lines.append(f"| {r['variant']} | {r['config']['as_form']} | {r['config']['as_normalize']} | "
+                             f"{r['config']['iters']} | {r['train_s']:.0f} | {r['heldout_violation_rate']:.2g} | "
+                             f"{gb['max']:.3g} / {gb['p99']:.3g} / {gb['median']:.3g} | {key[3:]} | "
+                             f"{gp['max']:.3g} / {gp['p99']:.3g} / {gp['median']:.3g} | {m['max_k_sqrt_dt']:.3g} | "
+                             f"{m['tau_mean_norm']:.4g} | {m['success_rate']:.2f} | {m['diverged']} | "
+                             f"{m['final_mean_norm']:.3g} |")
+        parts.append("\n".join(lines) + "\n")
+        data["stuart_diagnosis"] = rows
     for log in args.logs:
         text = Path(log).read_text().strip()
         parts.append(f"Cut off before its table: `{Path(log).name}` (one line per finished row)\n\n```\n{text}\n```")

@@ -156,7 +156,7 @@ def simulate(
     ``engine="picard"`` (Euler only): the same Euler–Maruyama solution, computed by Picard
     (waveform-relaxation) sweeps over a sliding window of ``window`` steps, each sweep one
     batched model call on window·P states and a cumulative sum (:meth:`_Run.picard`); states
-    are accepted once their change in a sweep is at most ``tol·(1 + max|x|)``, so the paths
+    are accepted once their change in a sweep is at most ``tol·max_i |x_i|`` on every path, so the paths
     agree with the step-by-step loop to about ``tol`` relative (not bit for bit: the sums
     are taken in another order). Windows that leave the blow-up box or contract slowly
     (stiff) are stepped by the fast engine, so divergence is detected and recorded the same
@@ -361,7 +361,7 @@ class _Run:
 
         one batched model call for all window·P states and a cumulative sum per sweep. Sweep j
         makes the first j states exact; the states whose change in the last sweep is at most
-        ``tol·(1 + max|x|)`` (a leading run) are accepted, together with the one after them
+        ``tol·max_i |x_i|`` on every path (relative, path by path; a leading run) are accepted, together with the one after them
         (computed from accepted states only), so every sweep advances by at least one step. The
         window then slides past them, keeping the later iterates as the next guesses. A window
         whose accepted states leave the blow-up box, or a block of ``_SLOW_SWEEPS`` sweeps that
@@ -386,9 +386,10 @@ class _Run:
             Yn[0] += za
             Yn.cumsum_(0)  # Yn_i = x_k + Σ_{l<=i} increment_l
             sweeps += 1
-            change = (Yn - Y).abs_().flatten(1).amax(1)
-            scale = Yn.abs().flatten(1).amax(1)
-            ok = change <= scale.mul(tol).add_(tol)  # NaN compares False
+            # per path and step: max_i |change| <= tol max_i |x| (relative, also for paths near 0)
+            change = (Yn - Y).abs_().amax(2)
+            scale = Yn.abs().amax(2)
+            ok = (change <= scale.mul(tol)).all(1)  # NaN compares False
             a = min(int(ok.cumprod(0).sum()) + 1, Kw)
             # progress check over blocks of _SLOW_SWEEPS sweeps (a fresh window needs ~10-20
             # sweeps before its iterates reach tol, advancing one step per sweep meanwhile)
