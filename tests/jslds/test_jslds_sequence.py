@@ -29,29 +29,28 @@ def _randomise(module: nn.Module, g, scale=0.4):
 @pytest.mark.parametrize("rnn,jslds", [(True, True), (False, True), (True, False)])
 def test_sequence_function_gradcheck(kind, rnn, jslds):
     g = torch.Generator().manual_seed(0)
-    B, n, T, L = 2, 3, 3, 2
-    k = 3 * n if kind == "gru" else n
+    B, n, u, T, L = 2, 3, 2, 3, 2
     rows = (B if rnn else 0) + (2 * B if jslds else 0)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_()  # noqa: E731
     s0 = r(B, n)
-    P = r(T, rows, k)
-    if kind == "gru":
-        wa, wb = r(n, 2 * n), r(n, n)
-    else:
-        wa, wb = r(n, n), None
+    X = torch.randn(T, rows, u + 1, generator=g, dtype=torch.float64)
+    X[:, : rows - (B if jslds else 0), u] = 1.0
+    if jslds:
+        X[:, rows - B :, u] = 0.0
+    wa = r(n + u + 1, 2 * n if kind == "gru" else n)
+    wb = r(n + u + 1, n) if kind == "gru" else None
     E = [(r(n), r(n, n)) for _ in range(L)] if jslds else []
     spec = SequenceSpec(kind, rnn, jslds, L)
     flatE = [t for pair in E for t in pair]
 
-    def fn(s0, P, wa, *rest):
+    def fn(s0, wa, *rest):
         wb_ = rest[0] if kind == "gru" else None
         tail = rest[1:] if kind == "gru" else rest
         pairs = list(zip(tail[0::2], tail[1::2], strict=True))
-        Pa, Pb = (P.split([2 * n, n], -1) if kind == "gru" else (P, None))
-        F, A, Eo = sequence_forward(spec, s0, Pa, Pb, wa, wb_, pairs)
-        return (F, A, Eo) if jslds else F
+        h, F_e, A, Eo = sequence_forward(spec, s0, X, wa, wb_, pairs)
+        return (h, F_e, A, Eo) if rnn and jslds else ((F_e, A, Eo) if jslds else h)
 
-    inputs = (s0, P, wa, *([wb] if kind == "gru" else []), *flatE)
+    inputs = (s0, wa, *([wb] if kind == "gru" else []), *flatE)
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
@@ -83,10 +82,11 @@ def _rel(a, b):
 @pytest.mark.parametrize("kind", ["gru", "tanh", "relu"])
 def test_sequence_path_equals_autograd_path_float32(kind):
     """In float32 at the quick preset's shapes (n=64, B=16, T=25, context-style x*, official cell
-    initialisation, E perturbed by N(0, 0.05^2)): every loss term agrees to 1e-6 relative, every
-    parameter gradient to 1e-6 and the trajectories to 2e-6 relative to the tensor's largest entry.
-    And against a float64 computation, the fused float32 gradients are no less accurate than the
-    autograd path's float32 gradients (within 2x + 1e-6; rounding alone differs between the two)."""
+    initialisation, E perturbed by N(0, 0.05^2)): every loss term agrees to 1e-6 relative; every
+    parameter gradient to 5e-6 and the trajectories to 1e-5 relative to the tensor's largest entry
+    (measured: gradients within 1.6e-6, trajectories within 3.5e-6; the two paths sum in different
+    orders). Against a float64 computation, the fused float32 values and gradients are as accurate
+    as the autograd path's float32 ones (within 2x + 1e-6)."""
     g = torch.Generator().manual_seed(1)
     n, u, o, B, T = 64, 6, 3, 16, 25
     x_star = lambda x: torch.cat([torch.zeros_like(x[..., :2]), x[..., 2:4], torch.zeros_like(x[..., 4:])], -1)  # noqa: E731
@@ -99,14 +99,15 @@ def test_sequence_path_equals_autograd_path_float32(kind):
     tr_s, l_s, g_s = _loss_and_grads(slow, x, y, mask, w)
     for key in ("total", "rnn", "jslds", "fixed_point", "approx", "l2"):
         assert abs(l_f[key].item() - l_s[key].item()) <= 1e-6 * abs(l_s[key].item()), key
+    ref = copy.deepcopy(slow).double()
+    tr_64, _, g_64 = _loss_and_grads(ref, x.double(), y.double(), mask, w)
     for name in ("h", "a", "e", "F_e"):
-        assert _rel(getattr(tr_f, name), getattr(tr_s, name)) <= 2e-6, name  # ~15 float32 ulps after 25 steps
+        f32, s32, f64 = getattr(tr_f, name), getattr(tr_s, name), getattr(tr_64, name)
+        assert _rel(f32, s32) <= 1e-5, name
+        assert _rel(f32, f64) <= 2 * _rel(s32, f64) + 1e-6, name
     assert set(g_f) == set(g_s) and len(g_f) == len(list(fast.parameters()))
     for k in g_f:
-        assert _rel(g_f[k], g_s[k]) <= 1e-6, k
-    ref = copy.deepcopy(slow).double()
-    _, _, g_64 = _loss_and_grads(ref, x.double(), y.double(), mask, w)
-    for k in g_f:
+        assert _rel(g_f[k], g_s[k]) <= 5e-6, k
         assert _rel(g_f[k], g_64[k]) <= 2 * _rel(g_s[k], g_64[k]) + 1e-6, k
 
 

@@ -113,7 +113,8 @@ class VanillaRNNCell(nn.Module):
         return self.nonlinearity if same else None
 
     def sequence_weights(self) -> tuple[torch.Tensor, None]:
-        return self.w_h, None
+        """``[W_h; W_x; b]: (n + u + 1, n)`` for the whole-sequence path (differentiable), and None."""
+        return torch.cat([self.w_h, self.w_x, self.b.unsqueeze(0)]), None
 
     def _slope(self, z: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         return 1 - f * f if self.nonlinearity == "tanh" else (z > 0).to(f.dtype)
@@ -219,7 +220,11 @@ class GRUCell(nn.Module):
         return "gru" if same else None
 
     def sequence_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.w_rz_h, self.w_c_h
+        """``[W_rz_h; W_rz_x; b_rz (+ gate_bias)]`` and ``[W_c_h; W_c_x; b_c]``, each ``(n + u + 1, .)``,
+        for the whole-sequence path (differentiable)."""
+        b = self.input_bias().unsqueeze(0)
+        b_rz, b_c = b.split([2 * self.n_state, self.n_state], 1)
+        return torch.cat([self.w_rz_h, self.w_rz_x, b_rz]), torch.cat([self.w_c_h, self.w_c_x, b_c])
 
     def fused_jvp_px(self, S: torch.Tensor, P: torch.Tensor, n_tangent: int):
         """F at every primal row and the JVP at the last ``n_tangent`` of them, two matmuls in all.

@@ -64,13 +64,13 @@ class _Buffers:
     pass
 
 
-def _vanilla_alloc(buf, T, R, M, K, n, like):
+def _vanilla_alloc(buf, T, R, M, K, n, m, like):
     buf.Z = like.new_empty(T, R, n)  # pre-activations, all rows
 
 
-def _vanilla_fwd(buf, t, St, Pa, Wa, F, H, M, K, relu):
+def _vanilla_fwd(buf, t, Sf, St, Wa, Wb, F, H, M, K, relu):
     Zt = buf.Z[t]
-    torch.addmm(Pa[t], St, Wa, out=Zt)
+    torch.mm(Sf, Wa, out=Zt)
     f = F[t]
     if relu:
         torch.clamp_min(Zt[:M], 0, out=f)
@@ -83,7 +83,7 @@ def _vanilla_fwd(buf, t, St, Pa, Wa, F, H, M, K, relu):
     return slope * Zt[M:]
 
 
-def _vanilla_bwd(buf, t, St, gf, gd, Wa, Wb, F, gG, H, M, K, relu):
+def _vanilla_bwd(buf, t, St, gf, gd, Wa, Wb, F, gG, gCC, H, M, K, relu, n):
     """Returns (gS: (R, n), extra grad on e: (K, n) or None, extra grad on ds or None); fills gG[t]."""
     Zt, f, gpre = buf.Z[t], F[t], gG[t]
     if relu:
@@ -91,20 +91,19 @@ def _vanilla_bwd(buf, t, St, gf, gd, Wa, Wb, F, gG, H, M, K, relu):
         if K:
             torch.mul(gd, (Zt[H:M] > 0).to(gd.dtype), out=gpre[M:])
     else:
+        slope = 1 - f * f
         if K:
-            f_e = f[H:]
-            slope_e = 1 - f_e * f_e
-            torch.mul(gd, slope_e, out=gpre[M:])
+            torch.mul(gd, slope[H:], out=gpre[M:])
             gf = gf.clone()
-            gf[H:] -= 2 * f_e * Zt[M:] * gd  # d = (1 - f_e^2) dz: the second-order term
-        torch.mul(gf, 1 - f * f, out=gpre[:M])
-    return gpre @ Wa.T, None, None
+            gf[H:].addcmul_(f[H:] * Zt[M:], gd, value=-2.0)  # d = (1 - f_e^2) dz: the second-order term
+        torch.mul(gf, slope, out=gpre[:M])
+    return gpre @ Wa[:n].T, None, None
 
 
-def _gru_alloc(buf, T, R, M, K, n, like):
+def _gru_alloc(buf, T, R, M, K, n, m, like):
     buf.G = like.new_empty(T, R, 2 * n)  # gate pre-activations (primal) and their tangents
     buf.RZ = like.new_empty(T, M, 2 * n)  # sigmoid gates of the primal rows
-    buf.Cin = like.new_empty(T, R, n)  # inputs of the candidate matmul
+    buf.Cin = like.new_empty(T, R, m)  # inputs of the candidate matmul: [r * s | inputs | 1]
     buf.CC = like.new_empty(T, R, n)  # candidate pre-activations and tangents
     buf.C = like.new_empty(T, M, n)  # tanh candidates
     if K:
@@ -112,9 +111,10 @@ def _gru_alloc(buf, T, R, M, K, n, like):
         buf.DC = like.new_empty(T, K, n)  # dc
 
 
-def _gru_fwd(buf, t, St, Pa, Pb, Wa, Wb, F, H, M, K, n):
-    Gt, RZ, Cin, CC, c, f = buf.G[t], buf.RZ[t], buf.Cin[t], buf.CC[t], buf.C[t], F[t]
-    torch.addmm(Pa[t], St, Wa, out=Gt)
+def _gru_fwd(buf, t, Sf, St, Wa, Wb, F, H, M, K, n):
+    Gt, RZ, Cinf, CC, c, f = buf.G[t], buf.RZ[t], buf.Cin[t], buf.CC[t], buf.C[t], F[t]
+    Cin = Cinf[:, :n]
+    torch.mm(Sf, Wa, out=Gt)
     torch.sigmoid(Gt[:M], out=RZ)
     r, z = RZ[:, :n], RZ[:, n:]
     s = St[:M]
@@ -125,7 +125,7 @@ def _gru_fwd(buf, t, St, Pa, Pb, Wa, Wb, F, H, M, K, n):
         drz = buf.DRZ[t]
         torch.mul(rz_e * (1 - rz_e), Gt[M:], out=drz)
         torch.addcmul(drz[:, :n] * e, r[H:], ds, out=Cin[M:])
-    torch.addmm(Pb[t], Cin, Wb, out=CC)
+    torch.mm(Cinf, Wb, out=CC)
     torch.tanh(CC[:M], out=c)
     torch.sub(s, c, out=f)
     f.mul_(z).add_(c)
@@ -141,15 +141,17 @@ def _gru_fwd(buf, t, St, Pa, Pb, Wa, Wb, F, H, M, K, n):
     return d
 
 
-def _gru_bwd(buf, t, St, gf, gd, Wa, Wb, gG, gCC, H, M, K, n):
+def _gru_bwd(buf, t, St, gf, gd, Wa, Wb, F, gG, gCC, H, M, K, relu, n):
     """Returns (gS: (R, n), extra grad on e, extra grad on ds); fills gG[t] and gCC[t]."""
     RZ, c = buf.RZ[t], buf.C[t]
     r, z = RZ[:, :n], RZ[:, n:]
     s = St[:M]
     gCCt, gGt = gCC[t], gG[t]
-    gc = gf * (1 - z)
-    gz = gf * (s - c)
+    tc = 1 - c * c  # tanh'
+    sg = RZ * (1 - RZ)  # sigmoid'
     gs = gf * z
+    gc = gf - gs
+    gz = gf * (s - c)
     ge = gde = None
     if K:
         e, ds = St[H:M], St[M:]
@@ -157,17 +159,17 @@ def _gru_bwd(buf, t, St, gf, gd, Wa, Wb, gG, gCC, H, M, K, n):
         drz, dc = buf.DRZ[t], buf.DC[t]
         dr, dz = drz[:, :n], drz[:, n:]
         dcc = buf.CC[t][M:]
-        g_dz = gd * (e - c_e)
-        gd_dz = gd * dz
-        ge = gd_dz.clone()
-        gc[H:] -= gd_dz
+        g_drz = torch.empty_like(drz)
+        torch.mul(gd, e - c_e, out=g_drz[:, n:])
+        ge = gd * dz
+        gc[H:] -= ge
         gz[H:].addcmul_(gd, ds - dc)
         gde = gd * z_e
         g_dc = gd - gde
-        torch.mul(g_dc, 1 - c_e * c_e, out=gCCt[M:])
-        gc[H:] -= 2 * c_e * dcc * g_dc  # dc = (1 - c_e^2) dcc: the second-order term
-    torch.mul(gc, 1 - c * c, out=gCCt[:M])
-    gCin = gCCt @ Wb.T
+        torch.mul(g_dc, tc[H:], out=gCCt[M:])
+        gc[H:].addcmul_(c_e * dcc, g_dc, value=-2.0)  # dc = (1 - c_e^2) dcc: the second-order term
+    torch.mul(gc, tc, out=gCCt[:M])
+    gCin = gCCt @ Wb[:n].T
     g_rz = torch.empty_like(RZ)
     torch.mul(gCin[:M], s, out=g_rz[:, :n])
     g_rz[:, n:] = gz
@@ -177,12 +179,11 @@ def _gru_bwd(buf, t, St, gf, gd, Wa, Wb, gG, gCC, H, M, K, n):
         ge.addcmul_(gT, dr)
         g_rz[H:, :n].addcmul_(gT, ds)
         gde.addcmul_(gT, r_e)
-        g_drz = torch.cat([gT * e, g_dz], 1)
-        rz_e = RZ[H:]
-        torch.mul(g_drz, rz_e * (1 - rz_e), out=gGt[M:])
-        g_rz[H:].addcmul_(g_drz * buf.G[t][M:], 1 - 2 * rz_e)  # drz = sigma'(rz_e) dG: second-order term
-    torch.mul(g_rz, RZ * (1 - RZ), out=gGt[:M])
-    gS = gGt @ Wa.T
+        torch.mul(gT, e, out=g_drz[:, :n])
+        torch.mul(g_drz, sg[H:], out=gGt[M:])
+        g_rz[H:].addcmul_(g_drz * buf.G[t][M:], 1 - 2 * RZ[H:])  # drz = sigma'(rz_e) dG: second-order term
+    torch.mul(g_rz, sg, out=gGt[:M])
+    gS = gGt @ Wa[:n].T
     gS[:M] += gs
     return gS, ge, gde
 
@@ -192,78 +193,84 @@ def _gru_bwd(buf, t, St, gf, gd, Wa, Wb, gG, gCC, H, M, K, n):
 
 class _Sequence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, spec: SequenceSpec, s0, Pa, Pb, Wa, Wb, *E):
+    def forward(ctx, spec: SequenceSpec, s0, X, Wa, Wb, *E):
         B, n = s0.shape
-        T, R, _ = Pa.shape
+        T, R, ux = X.shape
+        m = n + ux  # columns of the stacked rows: [state | inputs | 1 (primal) or 0 (tangent)]
         H = B if spec.rnn else 0
         K = B if spec.jslds else 0
         M = H + K
         if R != M + K:
-            raise ValueError(f"sequence_forward: projected inputs have {R} rows per step, expected {M + K}")
+            raise ValueError(f"sequence_forward: X has {R} rows per step, expected {M + K}")
         gru = spec.cell == "gru"
         relu = spec.cell == "relu"
         Eb, Em = E[0::2], E[1::2]
         L = len(Em)
         buf = _Buffers()
-        S = s0.new_empty(T, R, n)
+        S = s0.new_empty(T, R, m)
+        S[:, :, n:] = X
         F = s0.new_empty(T, M, n)
-        (_gru_alloc if gru else _vanilla_alloc)(buf, T, R, M, K, n, s0)
+        (_gru_alloc if gru else _vanilla_alloc)(buf, T, R, M, K, n, m, s0)
+        if gru:
+            buf.Cin[:, :, n:] = X
         A = s0.new_empty(T, B, n) if K else s0.new_empty(0)
         Eo = s0.new_empty(T, B, n) if K else s0.new_empty(0)
         Zs = [s0.new_empty(T, B, n) for _ in range(L - 1)] if K else []  # E's hidden layers
         h = a = s0
         for t in range(T):
-            St = S[t]
+            Sf = S[t]
+            St = Sf[:, :n]
             if H:
-                St[:H].copy_(h)
+                St[:H] = h
             if K:
                 z = a
                 for layer in range(L):
                     out = Eo[t] if layer == L - 1 else Zs[layer][t]
                     torch.addmm(Eb[layer], z, Em[layer], out=out)
                     z = out.tanh_()
-                St[H:M].copy_(z)
+                St[H:M] = z
                 torch.sub(a, z, out=St[M:])
             if gru:
-                d = _gru_fwd(buf, t, St, Pa, Pb, Wa, Wb, F, H, M, K, n)
+                d = _gru_fwd(buf, t, Sf, St, Wa, Wb, F, H, M, K, n)
             else:
-                d = _vanilla_fwd(buf, t, St, Pa, Wa, F, H, M, K, relu)
+                d = _vanilla_fwd(buf, t, Sf, St, Wa, Wb, F, H, M, K, relu)
             if H:
                 h = F[t][:H]
             if K:
                 a = torch.add(Eo[t], d, out=A[t])
-        ctx.spec, ctx.buf, ctx.dims = spec, buf, (B, n, T, H, M, K)
+        ctx.spec, ctx.buf, ctx.dims = spec, buf, (B, n, T, H, M, K, m)
         ctx.save_for_backward(s0, Wa, Wb, S, F, A, Eo, *Zs, *Em)
         ctx.n_hidden = len(Zs)
-        return F, A, Eo
+        empty = s0.new_empty(0)
+        return (F[:, :H] if H else empty), (F[:, H:] if K else empty), A, Eo
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, gF, gA, gEo):
+    def backward(ctx, gFh, gFe, gA, gEo):
         spec, buf = ctx.spec, ctx.buf
-        B, n, T, H, M, K = ctx.dims
+        B, n, T, H, M, K, m = ctx.dims
         s0, Wa, Wb, S, F, A, Eo, *rest = ctx.saved_tensors
         Zs, Em = rest[: ctx.n_hidden], rest[ctx.n_hidden :]
         L = len(Em)
         gru = spec.cell == "gru"
         relu = spec.cell == "relu"
+        kernel = _gru_bwd if gru else _vanilla_bwd
         R = M + K
-        gG = s0.new_empty(T, R, 2 * n if gru else n)
+        gG = s0.new_empty(T, R, Wa.shape[1])
         gCC = s0.new_empty(T, R, n) if gru else None
         gP = [s0.new_empty(T, B, n) for _ in range(L)] if K else []  # grads of E's pre-activations
         gh = s0.new_zeros(B, n) if H else None
         ga = s0.new_zeros(B, n) if K else None
         for t in reversed(range(T)):
-            St = S[t]
-            gf = gF[t]
-            if H:
-                gf = gf.clone()
-                gf[:H] += gh
-            gd = gA[t] + ga if K else None
-            if gru:
-                gS, ge_x, gde_x = _gru_bwd(buf, t, St, gf, gd, Wa, Wb, gG, gCC, H, M, K, n)
+            St = S[t][:, :n]
+            if H and K:
+                gf = torch.cat([gFh[t] + gh, gFe[t]])
+            elif H:
+                gf = gFh[t] + gh
             else:
-                gS, ge_x, gde_x = _vanilla_bwd(buf, t, St, gf, gd, Wa, Wb, F, gG, H, M, K, relu)
+                gf = gFe[t]
+            gd = gA[t] + ga if K else None
+            gS, ge_x, gde_x = kernel(buf, t, St, gf, gd, Wa, Wb, F, gG, gCC, H, M, K, relu, n)
             if H:
                 gh = gS[:H]
             if K:
@@ -281,11 +288,10 @@ class _Sequence(torch.autograd.Function):
         g_s0 = None
         if ctx.needs_input_grad[1]:
             g_s0 = gh if not K else (ga if not H else gh + ga)
-        Sf = S.reshape(-1, n)
-        gWa = Sf.T @ gG.reshape(T * R, -1) if ctx.needs_input_grad[4] else None
+        gWa = S.reshape(-1, m).T @ gG.reshape(T * R, -1) if ctx.needs_input_grad[3] else None
         gWb = None
-        if gru and ctx.needs_input_grad[5]:
-            gWb = buf.Cin.reshape(-1, n).T @ gCC.reshape(T * R, n)
+        if gru and ctx.needs_input_grad[4]:
+            gWb = buf.Cin.reshape(-1, m).T @ gCC.reshape(T * R, n)
         gE = []
         if K:
             a_prev = torch.cat([s0.unsqueeze(0), A[:-1]], 0)
@@ -294,24 +300,27 @@ class _Sequence(torch.autograd.Function):
                 gp = gP[layer].reshape(T * B, n)
                 gE += [gp.sum(0), inputs[layer].reshape(T * B, n).T @ gp]
         else:
-            gE = [None] * (len(ctx.needs_input_grad) - 6)
-        return (None, g_s0, gG, gCC, gWa, gWb, *gE)
+            gE = [None] * (len(ctx.needs_input_grad) - 5)
+        return (None, g_s0, None, gWa, gWb, *gE)
 
 
-def sequence_forward(spec: SequenceSpec, s0: torch.Tensor, Pa: torch.Tensor, Pb: torch.Tensor | None,
-                     Wa: torch.Tensor, Wb: torch.Tensor | None, expansion: list[tuple[torch.Tensor, torch.Tensor]]):
-    """Run the recurrences of ``spec`` over all steps; differentiable (hand-written backward).
+def sequence_forward(spec: SequenceSpec, s0: torch.Tensor, X: torch.Tensor, Wa: torch.Tensor, Wb: torch.Tensor | None,
+                     expansion: list[tuple[torch.Tensor, torch.Tensor]]):
+    """Run the recurrences of ``spec`` over all steps; differentiable (hand-written backward) in
+    ``s0``, the weights and the expansion net (not in ``X``: inputs are data).
 
     Args:
         s0: ``(B, n)`` initial state of both recurrences.
-        Pa, Pb: projected inputs per step, ``(T, R, k)`` with rows ``[p (RNN); q (x*); dq (x - x*)]``
-            (biases on the primal rows only). GRU: ``Pa`` the gates' ``(3 rows, 2n)``, ``Pb`` the
-            candidate's ``n`` columns; vanilla: ``Pa`` only (``Pb`` None).
-        Wa, Wb: recurrent weights (GRU: ``W_rz_h: (n, 2n)``, ``W_c_h: (n, n)``; vanilla ``W_h``, None).
+        X: ``(T, R, u + 1)`` per-step input rows ``[x_t, 1]`` (RNN rows, if ``spec.rnn``), ``[x*_t, 1]``
+            (expansion-point rows) and ``[x_t - x*_t, 0]`` (tangent rows, if ``spec.jslds``).
+        Wa, Wb: the cell's weights stacked over ``[state; input; bias]`` rows: GRU ``Wa = [W_rz_h;
+            W_rz_x; b_rz]: (n + u + 1, 2n)``, ``Wb = [W_c_h; W_c_x; b_c]: (n + u + 1, n)``; vanilla
+            ``Wa = [W_h; W_x; b]``, ``Wb`` None. Inputs and biases then ride in the recurrent
+            products (no separate input projection, and their gradients come with the weights').
         expansion: ``[(b_l, M_l)]`` of the folded expansion net (``M_l = I + W_l^T``).
 
-    Returns ``(F: (T, M, n), A: (T, B, n), E: (T, B, n))``: ``F`` holds ``h_t`` rows (if ``spec.rnn``)
-    then ``F(e_t, x*_t)`` rows (if ``spec.jslds``); ``A`` the JSLDS states, ``E`` the expansion points.
+    Returns ``(h: (T, B, n), F_e: (T, B, n), a: (T, B, n), e: (T, B, n))``, empty for a recurrence
+    not run: RNN states, ``F(e_t, x*_t)``, JSLDS states and expansion points.
     """
     flat = [t for pair in expansion for t in pair] if spec.jslds else []
-    return _Sequence.apply(spec, s0, Pa.contiguous(), None if Pb is None else Pb.contiguous(), Wa, Wb, *flat)
+    return _Sequence.apply(spec, s0, X.contiguous(), Wa, Wb, *flat)

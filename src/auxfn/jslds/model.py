@@ -156,7 +156,7 @@ class JSLDS(nn.Module):
         # Cells with an input-projected form (the built-in ones) take the fast paths: the whole-sequence
         # Function with a hand-written backward (_forward_sequence), else per-step autograd (_forward_fast).
         if all(callable(getattr(self.cell, m, None)) for m in ("project_inputs", "input_bias", "forward_px", "fused_jvp_px")):
-            if (run_rnn or run_jslds) and self.sequence_kind() is not None:
+            if (run_rnn or run_jslds) and self.sequence_kind() is not None and not x.requires_grad:
                 return self._forward_sequence(x, s0, run_rnn, run_jslds)
             return self._forward_fast(x, s0, run_rnn, run_jslds)
         # unbind, not x[:, t]: the backward of indexing would zero-fill a full-size gradient per step
@@ -198,39 +198,27 @@ class JSLDS(nn.Module):
 
     def _forward_sequence(self, x: torch.Tensor, s0: torch.Tensor, run_rnn: bool, run_jslds: bool) -> Trajectories:
         """All steps in one autograd Function with a hand-written BPTT (see :mod:`auxfn.jslds.fused`);
-        the same values and gradients as ``_forward_fast``. Inputs are projected once (as there), the
-        readouts and losses are computed on the stacked trajectories by autograd."""
+        the same values and gradients as ``_forward_fast``. The inputs and a constant 1 (0 on the
+        tangent rows) ride as extra columns of the stacked rows, against the cell's weights stacked
+        as ``[W_h; W_x; b]``; readouts and losses are computed on the stacked trajectories by autograd."""
         from auxfn.jslds.fused import SequenceSpec, sequence_forward
 
-        B = x.shape[0]
-        cell = self.cell
+        B, T, _ = x.shape
         kind = self.sequence_kind()
-        bias = cell.input_bias()
+        one, zero = x.new_ones(B, T, 1), x.new_zeros(B, T, 1)
+        rows = [torch.cat([x, one], -1)] if run_rnn else []
         if run_jslds:
             xs = self.x_star(x)
-            primal = [x, xs] if run_rnn else [xs]
-            m = len(primal)
-            P = cell.project_inputs(torch.cat([*primal, x - xs], 0))
-            P_primal, P_tangent = P.split([m * B, B])
-            P = torch.cat([P_primal + bias, P_tangent], 0)
-        else:
-            P = cell.project_inputs(x) + bias
-        P = P.transpose(0, 1)  # (T, rows, k)
-        wa, wb = cell.sequence_weights()
-        if kind == "gru":
-            Pa, Pb = P.split([2 * self.n_state, self.n_state], -1)
-        else:
-            Pa, Pb = P, None
+            rows += [torch.cat([xs, one], -1), torch.cat([x - xs, zero], -1)]
+        X = torch.cat(rows, 0).transpose(0, 1)  # (T, rows, u + 1)
+        wa, wb = self.cell.sequence_weights()
         spec = SequenceSpec(kind, run_rnn, run_jslds, len(self.expansion.layers))
         expansion = self.expansion.folded_weights() if run_jslds else []
-        F, A, E = sequence_forward(spec, s0, Pa, Pb, wa, wb, expansion)
-        # F: (T, rows, n) with the h rows first, then the F(e) rows
-        parts = [p.transpose(0, 1) for p in (F.split([B, B], 1) if run_rnn and run_jslds else (F,))]
-        h_bt = parts[0] if run_rnn else None
-        F_e = parts[-1] if run_jslds else None
+        h, F_e, A, E = sequence_forward(spec, s0, X, wa, wb, expansion)
+        h_bt = h.transpose(0, 1) if run_rnn else None
         a_bt = A.transpose(0, 1) if run_jslds else None
         return Trajectories(
-            h=h_bt, a=a_bt, e=E.transpose(0, 1) if run_jslds else None, F_e=F_e,
+            h=h_bt, a=a_bt, e=E.transpose(0, 1) if run_jslds else None, F_e=F_e.transpose(0, 1) if run_jslds else None,
             y_rnn=self.readout(h_bt) if run_rnn else None, y_jslds=self.readout(a_bt) if run_jslds else None,
         )
 
