@@ -84,7 +84,8 @@ def _vanilla_fwd(buf, t, Sf, St, Wa, Wb, F, H, M, K, relu):
 
 
 def _vanilla_bwd(buf, t, St, gf, gd, Wa, Wb, F, gG, gCC, H, M, K, relu, n):
-    """Returns (gS: (R, n), extra grad on e: (K, n) or None, extra grad on ds or None); fills gG[t]."""
+    """Returns (gS: (R, n), extra grad on e: (K, n) or None, extra grad on ds or None); fills gG[t].
+    ``Wa`` here is the transposed state block ``W_h^T`` (contiguous)."""
     Zt, f, gpre = buf.Z[t], F[t], gG[t]
     if relu:
         torch.mul(gf, (Zt[:M] > 0).to(gf.dtype), out=gpre[:M])
@@ -97,7 +98,7 @@ def _vanilla_bwd(buf, t, St, gf, gd, Wa, Wb, F, gG, gCC, H, M, K, relu, n):
             gf = gf.clone()
             gf[H:].addcmul_(f[H:] * Zt[M:], gd, value=-2.0)  # d = (1 - f_e^2) dz: the second-order term
         torch.mul(gf, slope, out=gpre[:M])
-    return gpre @ Wa[:n].T, None, None
+    return gpre @ Wa, None, None
 
 
 def _gru_alloc(buf, T, R, M, K, n, m, like):
@@ -142,7 +143,8 @@ def _gru_fwd(buf, t, Sf, St, Wa, Wb, F, H, M, K, n):
 
 
 def _gru_bwd(buf, t, St, gf, gd, Wa, Wb, F, gG, gCC, H, M, K, relu, n):
-    """Returns (gS: (R, n), extra grad on e, extra grad on ds); fills gG[t] and gCC[t]."""
+    """Returns (gS: (R, n), extra grad on e, extra grad on ds); fills gG[t] and gCC[t].
+    ``Wa``, ``Wb`` here are the transposed state blocks ``W_rz_h^T``, ``W_c_h^T`` (contiguous)."""
     RZ, c = buf.RZ[t], buf.C[t]
     r, z = RZ[:, :n], RZ[:, n:]
     s = St[:M]
@@ -169,7 +171,7 @@ def _gru_bwd(buf, t, St, gf, gd, Wa, Wb, F, gG, gCC, H, M, K, relu, n):
         torch.mul(g_dc, tc[H:], out=gCCt[M:])
         gc[H:].addcmul_(c_e * dcc, g_dc, value=-2.0)  # dc = (1 - c_e^2) dcc: the second-order term
     torch.mul(gc, tc, out=gCCt[:M])
-    gCin = gCCt @ Wb[:n].T
+    gCin = gCCt @ Wb
     g_rz = torch.empty_like(RZ)
     torch.mul(gCin[:M], s, out=g_rz[:, :n])
     g_rz[:, n:] = gz
@@ -183,7 +185,7 @@ def _gru_bwd(buf, t, St, gf, gd, Wa, Wb, F, gG, gCC, H, M, K, relu, n):
         torch.mul(g_drz, sg[H:], out=gGt[M:])
         g_rz[H:].addcmul_(g_drz * buf.G[t][M:], 1 - 2 * RZ[H:])  # drz = sigma'(rz_e) dG: second-order term
     torch.mul(g_rz, sg, out=gGt[:M])
-    gS = gGt @ Wa[:n].T
+    gS = gGt @ Wa
     gS[:M] += gs
     return gS, ge, gde
 
@@ -261,6 +263,9 @@ class _Sequence(torch.autograd.Function):
         gP = [s0.new_empty(T, B, n) for _ in range(L)] if K else []  # grads of E's pre-activations
         gh = s0.new_zeros(B, n) if H else None
         ga = s0.new_zeros(B, n) if K else None
+        WaT = Wa[:n].T.contiguous()
+        WbT = Wb[:n].T.contiguous() if gru else None
+        EmT = [w.T.contiguous() for w in Em]
         for t in reversed(range(T)):
             St = S[t][:, :n]
             if H and K:
@@ -270,7 +275,7 @@ class _Sequence(torch.autograd.Function):
             else:
                 gf = gFe[t]
             gd = gA[t] + ga if K else None
-            gS, ge_x, gde_x = kernel(buf, t, St, gf, gd, Wa, Wb, F, gG, gCC, H, M, K, relu, n)
+            gS, ge_x, gde_x = kernel(buf, t, St, gf, gd, WaT, WbT, F, gG, gCC, H, M, K, relu, n)
             if H:
                 gh = gS[:H]
             if K:
@@ -283,7 +288,7 @@ class _Sequence(torch.autograd.Function):
                 for layer in reversed(range(L)):
                     out = Eo[t] if layer == L - 1 else Zs[layer][t]
                     torch.mul(g, 1 - out * out, out=gP[layer][t])
-                    g = gP[layer][t] @ Em[layer].T
+                    g = gP[layer][t] @ EmT[layer]
                 ga = gde + g
         g_s0 = None
         if ctx.needs_input_grad[1]:
