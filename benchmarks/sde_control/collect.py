@@ -39,7 +39,8 @@ def main() -> None:
     args = ap.parse_args()
     parts, data = [], {}
     head = Path(args.head).read_text() if args.head else ""
-    for name in ["speed", "sweeps"] + sorted(p.stem for p in OUT.glob("reproduction*.md")):
+    for name in (sorted(p.stem for p in OUT.glob("speed*.md")) + ["sweeps"]
+                 + sorted(p.stem for p in OUT.glob("reproduction*.md"))):
         md, js = OUT / f"{name}.md", OUT / f"{name}.json"
         if not md.is_file():
             continue
@@ -47,7 +48,7 @@ def main() -> None:
             only = ",".join(sorted({r["label"].split(" / ")[0].split("-")[0] for r in json.loads(js.read_text())["runs"]}))
             cmd = COMMANDS["reproduction"].format(only=only, tag=name[len("reproduction"):])
         else:
-            cmd = COMMANDS[name]
+            cmd = COMMANDS.get(name, "")
             if js.is_file() and "command" in json.loads(js.read_text()):
                 cmd = ".venv/bin/python " + json.loads(js.read_text())["command"]
         parts.append(f"{name}\n\nCommand: `{cmd}`\n\n" + md.read_text().replace("\n# ", "\n## ").lstrip("# ")

@@ -261,6 +261,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions and steps")
     ap.add_argument("--only", default="es,train,sim,grid",
                     help=f"comma-separated sections of {SECTIONS} (compile: torch.compile of one Euler step, ~1 min)")
+    ap.add_argument("--tag", default="", help="suffix of the output files (speed<tag>.json / .md)")
     args = ap.parse_args()
     only = [x for x in args.only.split(",") if x]
     bad = [x for x in only if x not in SECTIONS]
@@ -268,8 +269,8 @@ def main() -> None:
         ap.error(f"--only: unknown section(s) {bad}; choose from {SECTIONS}")
     torch.set_num_threads(1)
     q = args.quick
-    res: dict = {"command": "benchmarks/sde_control/speed.py " + " ".join(a for a in [("--quick" if q else ""),
-                                                                                       f"--only {args.only}"] if a)}
+    res: dict = {"command": "benchmarks/sde_control/speed.py " + " ".join(
+        a for a in [("--quick" if q else ""), f"--only {args.only}", f"--tag={args.tag}" if args.tag else ""] if a)}
     if "es" in only:
         res["es_step"] = [bench_es_step(2, 10 if q else 30, 1 if q else 3), bench_es_step(3, 10 if q else 30, 1 if q else 3)]
     if "train" in only:
@@ -287,9 +288,9 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     if "train" in only:
         plot_loss_curves(res)
-    (OUT / "speed.json").write_text(json.dumps(res, indent=2) + "\n")
+    (OUT / f"speed{args.tag}.json").write_text(json.dumps(res, indent=2) + "\n")
     text = render(res)
-    (OUT / "speed.md").write_text(text)
+    (OUT / f"speed{args.tag}.md").write_text(text)
     print(text)
 
 
