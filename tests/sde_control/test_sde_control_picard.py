@@ -50,7 +50,7 @@ def trained_harmonic(tmp_path_factory):
 def test_picard_equals_loop_and_torchsde_on_a_trained_controller(trained_harmonic):
     sde = trained_harmonic
     x0 = sde.default_x0(20, generator=torch.Generator().manual_seed(0))
-    dt, n = 1e-4, 6000
+    dt, n = 1e-4, 3000
     pic = simulate(sde, x0, dt=dt, n_steps=n, seed=5, record_every=7, engine="picard", window=64)
     ref = simulate(sde, x0, dt=dt, n_steps=n, seed=5, record_every=7, engine="reference")
     _close(pic, ref)
