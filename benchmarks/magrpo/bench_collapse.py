@@ -49,6 +49,34 @@ TASKS = {  # task: (default variants, completion length, warm-up steps)
 }
 
 
+STUCK_MIN = 5  # a run is "stuck" when at least this many final steps in a row had no signal
+
+
+def render(task: str, steps: int, warm_steps: int, eval_samples: int, seeds: list[int], names: list[str], rows_out: list[dict]) -> str:
+    """The Markdown table of one run (also from a saved JSON: ``--render results/collapse_<task>.json``)."""
+    lines = [f"{task}: {steps} MAGRPO steps after {warm_steps} warm-up steps, G = 8 unless named; eval = mean joint reward of "
+             f"{eval_samples} sampled joint actions x 16 held-out items; seeds {seeds}. A run is stuck when its last "
+             f"{STUCK_MIN} or more steps all had no signal.", "",
+             "| setting | eval mean ± std | gain over warm-up (mean ± std) | no-signal steps (mean) | runs stuck | per seed |",
+             "|---|---|---|---|---|---|"]
+    for name in ["warm-up only", *names]:
+        rs = [r for r in rows_out if r["variant"] == name]
+        ev = np.array([r["eval"] for r in rs])
+        if name == "warm-up only":
+            lines.append(f"| {name} | {ev.mean():.3f} ± {ev.std():.3f} | | | | {', '.join(f'{x:.3f}' for x in ev)} |")
+            continue
+        g = np.array([r["gain"] for r in rs])
+        stuck = [r["stuck_from_step"] for r in rs if r["stuck_from_step"] is not None and steps - r["stuck_from_step"] + 1 >= STUCK_MIN]
+        lines.append(f"| {name} | {ev.mean():.3f} ± {ev.std():.3f} | {g.mean():+.3f} ± {g.std():.3f} | {np.mean([r['no_signal_fraction'] for r in rs]):.2f} | "
+                     f"{len(stuck)}/{len(rs)}{' (from step ' + ', '.join(map(str, stuck)) + ')' if stuck else ''} | "
+                     f"{', '.join(f'{x:.3f}' for x in ev)} |")
+    noise = [r["noise_evals"] for r in rows_out if r["variant"] == "warm-up only" and r["noise_evals"]]
+    if noise:
+        lines += ["", "Evaluation noise: the warmed-up pair re-scored with different sampling seeds, std per seed: "
+                  + ", ".join(f"{np.std(n):.3f}" for n in noise) + f" (mean {np.mean([np.std(n) for n in noise]):.3f})."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--task", choices=list(TASKS), default="coop-sum")
@@ -58,7 +86,13 @@ def main() -> None:
     ap.add_argument("--noise-evals", type=int, default=0)
     ap.add_argument("--variants", nargs="+", default=None)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--render", metavar="JSON", help="print the table of a saved run and exit")
     args = ap.parse_args()
+    if args.render:
+        d = json.loads(Path(args.render).read_text())
+        a = d["args"]
+        print(render(a["task"], a["steps"], TASKS[a["task"]][2], a["eval_samples"], a["seeds"], list(d["variants"]), d["rows"]))
+        return
     names, length, warm_steps = TASKS[args.task]
     names = args.variants or names
 
@@ -105,26 +139,7 @@ def main() -> None:
             rows_out.append(row)
             print(f"seed {seed} {name}: eval {before:.3f} -> {after:.3f}; no-signal steps {row['no_signal_fraction']:.2f}; "
                   f"stuck from {row['stuck_from_step']}; {sec:.2f} s/step", flush=True)
-    lines = [f"{args.task}: {args.steps} MAGRPO steps after {warm_steps} warm-up steps, G = 8 unless named; eval = mean joint reward of "
-             f"{args.eval_samples} sampled joint actions x 16 held-out items; seeds {args.seeds}.", "",
-             "| setting | eval mean ± std | gain over warm-up (mean ± std) | no-signal steps (mean) | runs stuck (all later steps without signal) | per seed |",
-             "|---|---|---|---|---|---|"]
-    for name in ["warm-up only", *names]:
-        rs = [r for r in rows_out if r["variant"] == name]
-        ev = np.array([r["eval"] for r in rs])
-        if name == "warm-up only":
-            lines.append(f"| {name} | {ev.mean():.3f} ± {ev.std():.3f} | | | | {', '.join(f'{x:.3f}' for x in ev)} |")
-            continue
-        g = np.array([r["gain"] for r in rs])
-        stuck = [r["stuck_from_step"] for r in rs]
-        lines.append(f"| {name} | {ev.mean():.3f} ± {ev.std():.3f} | {g.mean():+.3f} ± {g.std():.3f} | {np.mean([r['no_signal_fraction'] for r in rs]):.2f} | "
-                     f"{sum(s is not None for s in stuck)}/{len(rs)} (from step {', '.join(str(s) for s in stuck if s is not None) or '-'}) | "
-                     f"{', '.join(f'{x:.3f}' for x in ev)} |")
-    noise = [r["noise_evals"] for r in rows_out if r["variant"] == "warm-up only" and r["noise_evals"]]
-    if noise:
-        lines += ["", "Evaluation noise: the warmed-up pair re-scored with different sampling seeds, std per seed: "
-                  + ", ".join(f"{np.std(n):.3f}" for n in noise) + f" (mean {np.mean([np.std(n) for n in noise]):.3f})."]
-    table = "\n".join(lines)
+    table = render(args.task, args.steps, warm_steps, args.eval_samples, args.seeds, names, rows_out)
     print(table)
     (out / f"collapse_{args.task}.json").write_text(json.dumps({"args": vars(args), "variants": {k: VARIANTS[k] for k in names}, "rows": rows_out},
                                                               indent=1) + "\n")

@@ -17,8 +17,9 @@ is its own. Prints a table and writes results.json + results.md next to this fil
 
     python benchmarks/magrpo/bench_speed.py [--steps N] [--device cpu] [--sizes 9.5M] [--tag _10m]
 
-Without options it runs both sizes (8 timed steps on the tiny model, 3 at 9.5M, each after
-one warm-up step), about 3 minutes on an idle 2-core machine.
+Without options it runs both sizes: 8 timed steps per variant on the tiny model, 4 at 9.5M;
+ours and per-sequence each in two processes of half the steps, in the order ours,
+per-sequence, per-sequence, ours (every process times its steps after one warm-up step).
 """
 
 from __future__ import annotations
@@ -37,9 +38,8 @@ SIZES = {
     "gpt2-w64-l2 / 32 tok": (64, 2, 2, 32),
     "gpt2-w256-l12 (~9.5M) / 128 tok": (256, 12, 4, 128),
 }
-# timed steps per size (after one warm-up step) unless --steps is given: the whole default
-# run (both sizes, 4 variants each) takes about 3 minutes on an idle 2-core machine
-DEFAULT_STEPS = {"gpt2-w64-l2 / 32 tok": 8, "gpt2-w256-l12 (~9.5M) / 128 tok": 3}
+# timed steps per variant and size unless --steps is given
+DEFAULT_STEPS = {"gpt2-w64-l2 / 32 tok": 8, "gpt2-w256-l12 (~9.5M) / 128 tok": 4}
 
 
 PHASES = {"generate": 0.0, "update": 0.0}
@@ -175,7 +175,7 @@ def _trl_row(agent, tok, prompt: str, new_tokens: int, steps: int, n_params: int
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=None, help="timed steps per variant (default: 8 for the tiny model, 3 at 9.5M)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per variant (default: 8 for the tiny model, 4 at 9.5M)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--one", nargs=2, metavar=("VARIANT", "SIZE"))
     ap.add_argument("--sizes", nargs="+", default=None, help="run only the sizes whose name contains one of these strings (default: all)")
@@ -187,21 +187,44 @@ def main() -> None:
     t_start, load_start = time.perf_counter(), list(os.getloadavg())
     rows = []
     sizes = [s for s in SIZES if args.sizes is None or any(k in s for k in args.sizes)]
+    def one(variant: str, size: str, steps: int) -> dict:
+        out = subprocess.run([sys.executable, __file__, "--steps", str(steps), "--device", args.device, "--one", variant, size],
+                             capture_output=True, text=True, check=True)
+        r = {**json.loads(out.stdout.strip().splitlines()[-1]), "steps": steps}
+        print(f"{size:34s} {variant:13s} {r['seconds_per_step']:.3f} s/step (generate {r['generate_s_per_step']:.3f}, "
+              f"update {r['update_s_per_step']:.3f})  peak {r['peak_memory_mib']:.0f} MiB", flush=True)
+        return r
+
+    def merge(parts: list[dict]) -> dict:
+        """One row from several processes of one variant: means weighted by steps, min of minima, max of peaks."""
+        n = sum(r["steps"] for r in parts)
+        row = dict(parts[0])
+        for k in ("seconds_per_step", "generate_s_per_step", "update_s_per_step"):
+            row[k] = sum(r[k] * r["steps"] for r in parts) / n
+        row.update(steps=n, min_seconds_per_step=min(r["min_seconds_per_step"] for r in parts),
+                   peak_memory_mib=max(r["peak_memory_mib"] for r in parts), processes=len(parts),
+                   seconds_per_step_by_process=[r["seconds_per_step"] for r in parts])
+        return row
+
     for size in sizes:
-        for variant in ("ours", "per-sequence", "ours-1agent", "trl-grpo"):
-            steps = args.steps or DEFAULT_STEPS[size]
-            out = subprocess.run([sys.executable, __file__, "--steps", str(steps), "--device", args.device, "--one", variant, size],
-                                 capture_output=True, text=True, check=True)
-            rows.append({**json.loads(out.stdout.strip().splitlines()[-1]), "steps": steps})
-            r = rows[-1]
-            print(f"{size:34s} {variant:13s} {r['seconds_per_step']:.3f} s/step (generate {r['generate_s_per_step']:.3f}, "
-                  f"update {r['update_s_per_step']:.3f})  peak {r['peak_memory_mib']:.0f} MiB", flush=True)
-    lines = ["| model / new tokens | params | s/step ours / per-seq | speed-up (step) | update s ours / per-seq | speed-up (update) | generate s ours / per-seq | peak MiB ours / per-seq |",
-             "|---|---|---|---|---|---|---|---|"]
+        steps = args.steps or DEFAULT_STEPS[size]
+        # ours and per-sequence in A B B A order (half the steps each), so that a load that
+        # drifts linearly during the run weighs on both alike
+        half = max(1, steps // 2)
+        parts: dict[str, list[dict]] = {"ours": [], "per-sequence": []}
+        for order in (("ours", "per-sequence"), ("per-sequence", "ours")):
+            for variant in order:
+                parts[variant].append(one(variant, size, half))
+        rows += [merge(parts["ours"]), merge(parts["per-sequence"])]
+        for variant in ("ours-1agent", "trl-grpo"):
+            rows.append(one(variant, size, steps))
+    lines = ["| model / new tokens | params | s/step ours / per-seq | speed-up (step) | min s/step ours / per-seq | update s ours / per-seq | speed-up (update) | generate s ours / per-seq | peak MiB ours / per-seq |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for size in sizes:
         o, p = [r for r in rows if r["size"] == size and r["variant"] in ("ours", "per-sequence")]
         lines.append(f"| {size} | {o['params']:,} | {o['seconds_per_step']:.3f} / {p['seconds_per_step']:.3f} | "
-                     f"{p['seconds_per_step'] / o['seconds_per_step']:.2f}x | {o['update_s_per_step']:.3f} / {p['update_s_per_step']:.3f} | "
+                     f"{p['seconds_per_step'] / o['seconds_per_step']:.2f}x | {o['min_seconds_per_step']:.3f} / {p['min_seconds_per_step']:.3f} | "
+                     f"{o['update_s_per_step']:.3f} / {p['update_s_per_step']:.3f} | "
                      f"{p['update_s_per_step'] / o['update_s_per_step']:.2f}x | {o['generate_s_per_step']:.3f} / {p['generate_s_per_step']:.3f} | "
                      f"{o['peak_memory_mib']:.0f} / {p['peak_memory_mib']:.0f} |")
     lines += ["", "One agent (GRPO): ours vs TRL GRPOTrainer", "", "| model / new tokens | s/step ours-1agent / TRL | TRL / ours | peak MiB ours / TRL |", "|---|---|---|---|"]
