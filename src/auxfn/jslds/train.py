@@ -161,10 +161,10 @@ class JSLDSConfig:
 
 
 _STANDARD = dict(w_rnn=1.0, w_jslds=0.0, w_fixed_point=0.0, w_approx=0.0)
-_QUICK_FF = JSLDSConfig()
+_QUICK_FF = JSLDSConfig(steps=16000)
 _QUICK_CTX = JSLDSConfig(task="context", cell="vanilla-tanh", lr=0.005, steps=8000, w_rnn=1.0, w_l2=1e-5, eval_every=1000, checkpoint_every=1000)
 PRESETS: dict[str, Preset] = {
-    "quick-flipflop": Preset("3-bit flip-flop, GRU n=64, batch 64, 8000 steps (about 7 minutes on an idle 2-core CPU)", _QUICK_FF),
+    "quick-flipflop": Preset("3-bit flip-flop, GRU n=64, batch 64, 16000 steps (about 10 minutes on an idle 2-core CPU)", _QUICK_FF),
     "quick-context": Preset("context integration, tanh n=64, batch 64, lr 0.005, 8000 steps", _QUICK_CTX),
     "standard-flipflop": Preset("plain GRU baseline for quick-flipflop (no JSLDS terms), 6000 steps",
                                 replace(_QUICK_FF, steps=6000, **_STANDARD)),
