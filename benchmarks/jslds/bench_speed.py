@@ -175,6 +175,7 @@ def main() -> None:
             compile_s = None
             if args.compile:
                 cm, copt = make(GRUCell, n, fused=False)
+                cm.fold_expansion = False  # as train(compile=True): the compiled folded E had a wrong gradient
                 fn = torch.compile(lambda x, y, mask, m=cm: jslds_losses(m(x), y, mask, W_JSLDS)["total"])
                 t0 = time.perf_counter()
                 train_step(cm, copt, batches[0], True, fn)

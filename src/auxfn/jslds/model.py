@@ -105,6 +105,10 @@ class JSLDS(nn.Module):
             raise ValueError(f"n_out must be >= 1, got {n_out}")
         self.n_state, self.n_input, self.n_out = int(n_state), int(n_input), int(n_out)
         self.fused = bool(fused)
+        # per-step path: E with its residuals folded into the weights (ExpansionNet.folded). Off under
+        # torch.compile: inductor (torch 2.13) returned a wrong gradient for the first folded layer's
+        # weight in our check (tests/jslds/test_jslds_sequence.py, slow), the unfolded E is exact.
+        self.fold_expansion = True
         self.cell = cell
         self.expansion = expansion if expansion is not None else ExpansionNet(self.n_state)
         self.readout = nn.Linear(self.n_state, self.n_out)
@@ -254,7 +258,8 @@ class JSLDS(nn.Module):
         P = cell.project_inputs(torch.cat([*primal, x - xs], 0))  # ((m + 1) B, T, k)
         P_primal, P_tangent = P.split([m * B, B])
         P = torch.cat([P_primal + bias, P_tangent], 0).unbind(1)
-        E = self.expansion.folded() if callable(getattr(self.expansion, "folded", None)) else self.expansion
+        folded = getattr(self.expansion, "folded", None) if self.fold_expansion else None
+        E = folded() if callable(folded) else self.expansion
         h, a = s0, s0
         Fs, as_, es = [], [], []
         for t in range(T):

@@ -301,6 +301,7 @@ def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:
     weights = cfg.weights
     run_jslds = weights.needs_jslds
     model.fused = cfg.fused and not cfg.compile
+    model.fold_expansion = not cfg.compile  # see JSLDS.__init__: compiled, the folded E had a wrong gradient
 
     def step_losses(x, y, mask):
         tr = model(x, run_jslds=run_jslds)
