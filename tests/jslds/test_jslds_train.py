@@ -93,6 +93,7 @@ def test_presets_match_the_notebooks():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_quick_flipflop_preset_reaches_the_benchmark_result(tmp_path):
     """The quick-flipflop preset (16000 steps, about 10-20 minutes on a 2-core CPU depending on load):
     measured 0.048 relative error (seed 0; 0.063 at 8000 steps)."""
