@@ -17,7 +17,7 @@ is its own. Prints a table and writes results.json + results.md next to this fil
 
     python benchmarks/magrpo/bench_speed.py [--steps N] [--device cpu] [--sizes 9.5M] [--tag _10m]
 
-Without options it runs both sizes: 8 timed steps per variant on the tiny model, 4 at 9.5M;
+Without options it runs both sizes: 8 timed steps per variant on the tiny model, 2 at 9.5M;
 ours and per-sequence each in two processes of half the steps, in the order ours,
 per-sequence, per-sequence, ours (every process times its steps after one warm-up step).
 """
@@ -39,7 +39,7 @@ SIZES = {
     "gpt2-w256-l12 (~9.5M) / 128 tok": (256, 12, 4, 128),
 }
 # timed steps per variant and size unless --steps is given
-DEFAULT_STEPS = {"gpt2-w64-l2 / 32 tok": 8, "gpt2-w256-l12 (~9.5M) / 128 tok": 4}
+DEFAULT_STEPS = {"gpt2-w64-l2 / 32 tok": 8, "gpt2-w256-l12 (~9.5M) / 128 tok": 2}
 
 
 PHASES = {"generate": 0.0, "update": 0.0}
@@ -175,7 +175,7 @@ def _trl_row(agent, tok, prompt: str, new_tokens: int, steps: int, n_params: int
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=None, help="timed steps per variant (default: 8 for the tiny model, 4 at 9.5M)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per variant (default: 8 for the tiny model, 2 at 9.5M)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--one", nargs=2, metavar=("VARIANT", "SIZE"))
     ap.add_argument("--sizes", nargs="+", default=None, help="run only the sizes whose name contains one of these strings (default: all)")
