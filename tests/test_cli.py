@@ -193,11 +193,12 @@ def test_importing_auxfn_is_light():
     assert proc.returncode == 0 and proc.stdout.strip() == "[]"
 
 
-def test_discovering_every_method_does_not_import_transformers():
+def test_discovering_every_method_imports_neither_torch_nor_transformers():
+    # what `auxfn --help` does: import every method's cli module
     code = (
         "import sys; from auxfn.core.registry import registered, load_errors; names = list(registered()); "
-        "print(load_errors() or 'ok', 'transformers' in sys.modules)"
+        "print(load_errors() or 'ok', len(names) >= 4, 'torch' in sys.modules, 'transformers' in sys.modules)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["ok", "False"]
+    assert proc.stdout.split() == ["ok", "True", "False", "False"]
