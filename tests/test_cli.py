@@ -202,3 +202,22 @@ def test_discovering_every_method_imports_neither_torch_nor_transformers():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["ok", "True", "False", "False"]
+
+
+@pytest.mark.parametrize("package", ["sde_control", "jslds", "jepa", "magrpo"])
+def test_method_package_import_is_light_and_public_names_resolve(package):
+    # importing the package (as `auxfn --help` does) loads no torch; every public name then
+    # resolves to the package's own function or class (not a same-named submodule)
+    code = (
+        f"import sys, importlib; pkg = 'auxfn.{package}'; m = importlib.import_module(pkg)\n"
+        "assert 'torch' not in sys.modules, 'torch imported eagerly'\n"
+        "assert m.__all__ == sorted(m.__all__), 'unsorted __all__'\n"
+        "for n in m.__all__:\n"
+        "    obj = getattr(m, n)\n"
+        "    assert not isinstance(obj, type(sys)), (n, 'is a module')\n"
+        "    assert getattr(obj, '__module__', pkg).startswith(pkg), (n, obj)\n"
+        "try:\n    m.no_such_name\nexcept AttributeError as e:\n    assert 'no_such_name' in str(e)\n"
+        "else:\n    raise AssertionError('missing name did not raise')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr

@@ -10,10 +10,9 @@ entry points: only gymnasium is imported); from a fresh interpreter,
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from auxfn.core.lazy import lazy_exports
 
-_EXPORTS = {
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "envs": (
         "CountingEnv", "CountingMDP", "GridWorld", "GridWorldMDP", "NuisanceProduct", "RingEnv",
         "RingMDP", "TabularEnv", "TabularMDP", "pixel_projection", "transition_table",
@@ -23,11 +22,8 @@ _EXPORTS = {
     "losses": ("jepa_losses", "two_hot", "two_hot_ce", "vicreg_terms", "MODES"),
     "training": ("JEPAConfig", "JEPAResult", "PRESETS", "load_run", "train"),
     "auditing": ("AuditReport", "audit"),
-}
-_EXPORTS["user_mdp"] = ("as_tabular_mdp", "validate_mdp")
-_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
+    "user_mdp": ("as_tabular_mdp", "validate_mdp"),
+})
 
 try:  # gymnasium is a base dependency; a broken install must not break importing the package
     from auxfn.jepa.registration import register_envs as _register_envs
@@ -35,9 +31,3 @@ try:  # gymnasium is a base dependency; a broken install must not break importin
     _register_envs()
 except ImportError:  # pragma: no cover
     pass
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"auxfn.jepa.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'auxfn.jepa' has no attribute {name!r}")

@@ -18,10 +18,9 @@ lazy lookup always returns the function.) See docs/sde_control.md.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from auxfn.core.lazy import lazy_exports
 
-_EXPORTS = {
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "config": ("PRESETS", "ControlConfig", "preset"),
     "controllers": ("DifferenceMLP", "LinearGain", "PinnedMLP", "ZeroPreservingMLP"),
     "ito_generator": ("GeneratorTerms", "generator"),
@@ -30,18 +29,4 @@ _EXPORTS = {
     "simulation": ("BrownianIncrements", "Trajectories", "simulate"),
     "systems": ("SYSTEMS", "Box", "ControlledSDE", "make_system"),
     "training": ("ControlResult", "train"),
-}
-_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"auxfn.sde_control.{_WHERE[name]}"), name)
-        globals()[name] = value  # later lookups skip __getattr__
-        return value
-    raise AttributeError(f"module 'auxfn.sde_control' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+})
