@@ -1,4 +1,5 @@
-"""Shared fixtures: the throwaway ``toy`` method (tests/core/toy_method.py) for CLI and resume tests."""
+"""Shared fixtures: the throwaway ``toy`` method (tests/core/toy_method.py) for CLI and resume tests,
+and ``one_torch_thread`` for packages whose tests use small tensors."""
 
 from __future__ import annotations
 
@@ -35,3 +36,15 @@ def auxfn_cmd():
         )
 
     return call
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch thread: small tensors are fastest so, and much faster than with two
+    threads on a shared 2-core machine. Packages use it autouse from their own conftest.py."""
+    import torch  # here, not at module level: the CLI tests check that importing auxfn stays light
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

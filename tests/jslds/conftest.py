@@ -1,13 +1,8 @@
-"""Shared fixtures of the jslds tests."""
+"""jslds tests run with one torch thread (tests/conftest.py: ``one_torch_thread``)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices: one thread is fastest, and much faster than two on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(n)

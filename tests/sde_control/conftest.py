@@ -1,12 +1,8 @@
-"""sde_control tests: one torch thread (tiny tensors; the shared CI machine has 2 cores)."""
+"""sde_control tests run with one torch thread (tests/conftest.py: ``one_torch_thread``)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(old)

@@ -29,6 +29,7 @@ Equations (built-in cells, inputs already projected: ``p = x W_x + b``, ``q = x*
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -58,10 +59,6 @@ class SequenceSpec:
 # --------------------------------------------------------------------------- cell kernels
 # Rows of a step: H RNN rows (h), then K expansion-point rows (e), then K tangent rows (ds);
 # M = H + K primal rows, R = M + K rows in all. H is 0 or B, K is 0 or B.
-
-
-class _Buffers:
-    pass
 
 
 def _vanilla_alloc(buf, T, R, M, K, n, m, like):
@@ -208,7 +205,7 @@ class _Sequence(torch.autograd.Function):
         relu = spec.cell == "relu"
         Eb, Em = E[0::2], E[1::2]
         L = len(Em)
-        buf = _Buffers()
+        buf = SimpleNamespace()  # the step functions' preallocated (T, rows, width) buffers
         S = s0.new_empty(T, R, m)
         S[:, :, n:] = X
         F = s0.new_empty(T, M, n)
