@@ -72,7 +72,7 @@ def _vanilla_fwd(buf, t, Sf, St, Wa, Wb, F, H, M, K, relu):
     if relu:
         torch.clamp_min(Zt[:M], 0, out=f)
     else:
-        torch.tanh(Zt[:M], out=f)
+        _tanh_of_doubled_(torch.mul(Zt[:M], 2.0, out=f))
     if not K:
         return None
     f_e = f[H:]
@@ -98,6 +98,18 @@ def _vanilla_bwd(buf, t, St, gf, gd, Wa, Wb, F, gG, gCC, H, M, K, relu, n):
     return gpre @ Wa, None, None
 
 
+# --------------------------------------------------------------------------- GRU kernels
+# The GRU steps read and write per-step views prepared once per call (``_gru_views``): at the
+# small sizes per-op overhead dominates, and slicing inside the loop doubled the op count.
+
+
+def _tanh_of_doubled_(x: torch.Tensor) -> torch.Tensor:
+    """In place, ``x = 2z`` -> ``tanh(z) = 2 sigmoid(2z) - 1``: the same function in three cheap
+    kernels. ATen's float32 ``tanh`` kernel took 2x as long as these three together on our CPUs
+    (``benchmarks/jslds/RESULTS.md``); rounding differs from ``torch.tanh`` by about 1e-7 absolute."""
+    return x.sigmoid_().mul_(2).sub_(1)
+
+
 def _gru_alloc(buf, T, R, M, K, n, m, like):
     buf.G = like.new_empty(T, R, 2 * n)  # gate pre-activations (primal) and their tangents
     buf.RZ = like.new_empty(T, M, 2 * n)  # sigmoid gates of the primal rows
@@ -109,82 +121,116 @@ def _gru_alloc(buf, T, R, M, K, n, m, like):
         buf.DC = like.new_empty(T, K, n)  # dc
 
 
-def _gru_fwd(buf, t, Sf, St, Wa, Wb, F, H, M, K, n):
-    Gt, RZ, Cinf, CC, c, f = buf.G[t], buf.RZ[t], buf.Cin[t], buf.CC[t], buf.C[t], F[t]
-    Cin = Cinf[:, :n]
-    torch.mm(Sf, Wa, out=Gt)
-    torch.sigmoid(Gt[:M], out=RZ)
-    r, z = RZ[:, :n], RZ[:, n:]
-    s = St[:M]
-    torch.mul(r, s, out=Cin[:M])
+def _per_step(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return x.unbind(0)
+
+
+def _gru_views(buf, S, H, M, K, n) -> SimpleNamespace:
+    """Per-step views (tuples over t) of the buffers, built with one slice and one unbind each."""
+    v = SimpleNamespace()
+    v.G, v.Gp, v.Gt = _per_step(buf.G), _per_step(buf.G[:, :M]), _per_step(buf.G[:, M:])
+    v.RZ, v.r, v.z = _per_step(buf.RZ), _per_step(buf.RZ[:, :, :n]), _per_step(buf.RZ[:, :, n:])
+    v.Cin, v.Cin_p = _per_step(buf.Cin), _per_step(buf.Cin[:, :M, :n])
+    v.CC, v.CC_p = _per_step(buf.CC), _per_step(buf.CC[:, :M])
+    v.C = _per_step(buf.C)
+    v.s = _per_step(S[:, :M, :n])
     if K:
-        e, ds = St[H:M], St[M:]
-        rz_e = RZ[H:]
-        drz = buf.DRZ[t]
-        torch.mul(rz_e * (1 - rz_e), Gt[M:], out=drz)
-        torch.addcmul(drz[:, :n] * e, r[H:], ds, out=Cin[M:])
-    torch.mm(Cinf, Wb, out=CC)
-    torch.tanh(CC[:M], out=c)
-    torch.sub(s, c, out=f)
-    f.mul_(z).add_(c)
+        v.rz_e, v.r_e, v.z_e = _per_step(buf.RZ[:, H:]), _per_step(buf.RZ[:, H:, :n]), _per_step(buf.RZ[:, H:, n:])
+        v.Cin_t, v.CC_t, v.c_e = _per_step(buf.Cin[:, M:, :n]), _per_step(buf.CC[:, M:]), _per_step(buf.C[:, H:])
+        v.DRZ, v.dr, v.dz, v.DC = _per_step(buf.DRZ), _per_step(buf.DRZ[:, :, :n]), _per_step(buf.DRZ[:, :, n:]), _per_step(buf.DC)
+        v.e, v.ds = _per_step(S[:, H:M, :n]), _per_step(S[:, M:, :n])
+    return v
+
+
+def _gru_fwd(v, t, Sf, Wa, Wb, F, A, K):
+    """One step; writes ``F[t]`` and, with tangent rows, ``A[t] = e + d``."""
+    torch.mm(Sf, Wa, out=v.G[t])
+    RZ = v.RZ[t]
+    torch.sigmoid(v.Gp[t], out=RZ)
+    s = v.s[t]
+    torch.mul(v.r[t], s, out=v.Cin_p[t])
+    if K:
+        e, ds, rz_e, drz = v.e[t], v.ds[t], v.rz_e[t], v.DRZ[t]
+        torch.mul(rz_e, v.Gt[t], out=drz)
+        drz.addcmul_(drz, rz_e, value=-1.0)  # [dr, dz] = sigma (1 - sigma) dG
+        Cin_t = v.Cin_t[t]
+        torch.mul(v.dr[t], e, out=Cin_t)
+        Cin_t.addcmul_(v.r_e[t], ds)  # d(r * s) = dr * e + r_e * ds
+    torch.mm(v.Cin[t], Wb, out=v.CC[t])
+    c = v.C[t]
+    _tanh_of_doubled_(torch.mul(v.CC_p[t], 2.0, out=c))
+    torch.lerp(c, s, v.z[t], out=F[t])  # f = c + z (s - c)
     if not K:
-        return None
-    c_e, z_e = c[H:], z[H:]
-    dc = buf.DC[t]
-    torch.mul(1 - c_e * c_e, CC[M:], out=dc)
-    # d = dz (e - c_e) + z_e ds + (1 - z_e) dc = dz (e - c_e) + dc + z_e (ds - dc)
-    d = drz[:, n:] * (e - c_e)
-    d += dc
-    d.addcmul_(z_e, ds - dc)
-    return d
+        return
+    c_e, CC_t, dc, a = v.c_e[t], v.CC_t[t], v.DC[t], A[t]
+    torch.addcmul(CC_t, c_e * CC_t, c_e, value=-1.0, out=dc)  # dc = (1 - c_e^2) dcc
+    # a = e + d,  d = dz (e - c_e) + z_e ds + (1 - z_e) dc = dz (e - c_e) + lerp(dc, ds, z_e)
+    torch.lerp(dc, ds, v.z_e[t], out=a)
+    a.addcmul_(v.dz[t], e - c_e)
+    a.add_(e)
 
 
-def _gru_bwd(buf, t, St, gf, gd, Wa, Wb, F, gG, gCC, H, M, K, relu, n):
-    """Returns (gS: (R, n), extra grad on e, extra grad on ds); fills gG[t] and gCC[t].
-    ``Wa``, ``Wb`` here are the transposed state blocks ``W_rz_h^T``, ``W_c_h^T`` (contiguous)."""
-    RZ, c = buf.RZ[t], buf.C[t]
-    r, z = RZ[:, :n], RZ[:, n:]
-    s = St[:M]
-    gCCt, gGt = gCC[t], gG[t]
-    tc = 1 - c * c  # tanh'
-    sg = RZ * (1 - RZ)  # sigmoid'
-    gs = gf * z
+def _gru_bwd(v, t, gf, gd, WaT, WbT, gv, H, M, K, n):
+    """Returns (gS: (R, n), extra grad on e: (K, n) or None, extra grad on ds or None); fills
+    ``gG[t]`` and ``gCC[t]``. ``WaT``, ``WbT``: the transposed state blocks ``W_rz_h^T``, ``W_c_h^T``."""
+    c, z, s, RZ = v.C[t], v.z[t], v.s[t], v.RZ[t]
+    gs = gf * z  # f = c + z (s - c)
     gc = gf - gs
-    gz = gf * (s - c)
+    g_rz = gv.g_rz
+    torch.mul(gf, s - c, out=gv.g_z)
     ge = gde = None
     if K:
-        e, ds = St[H:M], St[M:]
-        c_e, z_e, r_e = c[H:], z[H:], r[H:]
-        drz, dc = buf.DRZ[t], buf.DC[t]
-        dr, dz = drz[:, :n], drz[:, n:]
-        dcc = buf.CC[t][M:]
-        g_drz = torch.empty_like(drz)
-        torch.mul(gd, e - c_e, out=g_drz[:, n:])
+        e, ds, c_e, z_e, dc, dz = v.e[t], v.ds[t], v.c_e[t], v.z_e[t], v.DC[t], v.dz[t]
+        torch.mul(gd, e - c_e, out=gv.g_dz)
         ge = gd * dz
-        gc[H:] -= ge
-        gz[H:].addcmul_(gd, ds - dc)
+        gc_e = gc[H:]
+        gc_e.sub_(ge)
+        gv.g_z_e.addcmul_(gd, ds - dc)
         gde = gd * z_e
         g_dc = gd - gde
-        torch.mul(g_dc, tc[H:], out=gCCt[M:])
-        gc[H:].addcmul_(c_e * dcc, g_dc, value=-2.0)  # dc = (1 - c_e^2) dcc: the second-order term
-    torch.mul(gc, tc, out=gCCt[:M])
-    gCin = gCCt @ Wb
-    g_rz = torch.empty_like(RZ)
-    torch.mul(gCin[:M], s, out=g_rz[:, :n])
-    g_rz[:, n:] = gz
-    gs.addcmul_(gCin[:M], r)
+        t5 = g_dc * c_e
+        torch.addcmul(g_dc, t5, c_e, value=-1.0, out=gv.gCC_t[t])  # dcc's gradient: (1 - c_e^2) g_dc
+        gc_e.addcmul_(t5, v.CC_t[t], value=-2.0)  # dc = (1 - c_e^2) dcc: the second-order term
+    t6 = gc * c
+    torch.addcmul(gc, t6, c, value=-1.0, out=gv.gCC_p[t])  # (1 - c^2) gc
+    torch.mm(gv.gCC[t], WbT, out=gv.gCin)
+    gCin_p = gv.gCin_p
+    torch.mul(gCin_p, s, out=gv.g_r)
+    gs.addcmul_(gCin_p, v.r[t])
     if K:
-        gT = gCin[M:]
-        ge.addcmul_(gT, dr)
-        g_rz[H:, :n].addcmul_(gT, ds)
-        gde.addcmul_(gT, r_e)
-        torch.mul(gT, e, out=g_drz[:, :n])
-        torch.mul(g_drz, sg[H:], out=gGt[M:])
-        g_rz[H:].addcmul_(g_drz * buf.G[t][M:], 1 - 2 * RZ[H:])  # drz = sigma'(rz_e) dG: second-order term
-    torch.mul(g_rz, sg, out=gGt[:M])
-    gS = gGt @ Wa
-    gS[:M] += gs
+        gT, e, ds = gv.gCin_t, v.e[t], v.ds[t]
+        ge.addcmul_(gT, v.dr[t])
+        gv.g_r_e.addcmul_(gT, ds)
+        gde.addcmul_(gT, v.r_e[t])
+        torch.mul(gT, e, out=gv.g_dr)
+        rz_e, g_drz = v.rz_e[t], gv.g_drz
+        t7 = g_drz * rz_e
+        torch.addcmul(t7, t7, rz_e, value=-1.0, out=gv.gG_t[t])  # sigma (1 - sigma) g_drz
+        t8 = g_drz * v.Gt[t]  # drz = sigma'(rz_e) dG: second-order term g_drz dG (1 - 2 sigma)
+        gv.g_rz_e.add_(t8).addcmul_(t8, rz_e, value=-2.0)
+    t9 = g_rz * RZ
+    torch.addcmul(t9, t9, RZ, value=-1.0, out=gv.gG_p[t])
+    gS = torch.mm(gv.gG[t], WaT, out=gv.gS)
+    gv.gS_p.add_(gs)
     return gS, ge, gde
+
+
+def _gru_grad_views(s0, gG, gCC, T, R, H, M, K, n) -> SimpleNamespace:
+    """Backward work buffers reused at every step, and per-step views of the gradient buffers."""
+    gv = SimpleNamespace()
+    gv.g_rz = s0.new_empty(M, 2 * n)
+    gv.g_r, gv.g_z = gv.g_rz[:, :n], gv.g_rz[:, n:]
+    gv.gCin = s0.new_empty(R, n)
+    gv.gCin_p, gv.gCin_t = gv.gCin[:M], gv.gCin[M:]
+    gv.gS = s0.new_empty(R, n)
+    gv.gS_p = gv.gS[:M]
+    gv.gG, gv.gG_p, gv.gG_t = _per_step(gG), _per_step(gG[:, :M]), _per_step(gG[:, M:])
+    gv.gCC, gv.gCC_p, gv.gCC_t = _per_step(gCC), _per_step(gCC[:, :M]), _per_step(gCC[:, M:])
+    if K:
+        gv.g_rz_e, gv.g_r_e, gv.g_z_e = gv.g_rz[H:], gv.g_rz[H:, :n], gv.g_rz[H:, n:]
+        gv.g_drz = s0.new_empty(K, 2 * n)
+        gv.g_dr, gv.g_dz = gv.g_drz[:, :n], gv.g_drz[:, n:]
+    return gv
 
 
 # --------------------------------------------------------------------------- the Function
@@ -213,34 +259,38 @@ class _Sequence(torch.autograd.Function):
         if gru:
             buf.Cin[:, :, n:] = X
         A = s0.new_empty(T, B, n) if K else s0.new_empty(0)
-        Eo = s0.new_empty(T, B, n) if K else s0.new_empty(0)
         Zs = [s0.new_empty(T, B, n) for _ in range(L - 1)] if K else []  # E's hidden layers
-        h = a = s0
+        Sl = _per_step(S)
+        v = _gru_views(buf, S, H, M, K, n) if gru else None
+        Fh = _per_step(F[:, :H]) if H else ()
+        if K:
+            Se, Sds = _per_step(S[:, H:M, :n]), _per_step(S[:, M:, :n])
+            Zl = [_per_step(Z) for Z in Zs]
+            # E's layers tanh(z M + b) through _tanh_of_doubled_, the factor 2 folded into M and b once
+            Eb2, Em2 = [2 * b for b in Eb], [2 * w for w in Em]
         for t in range(T):
-            Sf = S[t]
-            St = Sf[:, :n]
             if H:
-                St[:H] = h
+                Sh = Sl[t][:H, :n]
+                Sh.copy_(s0 if t == 0 else Fh[t - 1])
             if K:
+                a = s0 if t == 0 else A[t - 1]
                 z = a
                 for layer in range(L):
-                    out = Eo[t] if layer == L - 1 else Zs[layer][t]
-                    torch.addmm(Eb[layer], z, Em[layer], out=out)
-                    z = out.tanh_()
-                St[H:M] = z
-                torch.sub(a, z, out=St[M:])
+                    out = Se[t] if layer == L - 1 else Zl[layer][t]
+                    torch.addmm(Eb2[layer], z, Em2[layer], out=out)
+                    z = _tanh_of_doubled_(out)
+                torch.sub(a, z, out=Sds[t])
             if gru:
-                d = _gru_fwd(buf, t, Sf, St, Wa, Wb, F, H, M, K, n)
+                _gru_fwd(v, t, Sl[t], Wa, Wb, F, A, K)
             else:
-                d = _vanilla_fwd(buf, t, Sf, St, Wa, Wb, F, H, M, K, relu)
-            if H:
-                h = F[t][:H]
-            if K:
-                a = torch.add(Eo[t], d, out=A[t])
+                d = _vanilla_fwd(buf, t, Sl[t], Sl[t][:, :n], Wa, Wb, F, H, M, K, relu)
+                if K:
+                    torch.add(Se[t], d, out=A[t])
         ctx.spec, ctx.buf, ctx.dims = spec, buf, (B, n, T, H, M, K, m)
-        ctx.save_for_backward(s0, Wa, Wb, S, F, A, Eo, *Zs, *Em)
+        ctx.save_for_backward(s0, Wa, Wb, S, F, A, *Zs, *Em)
         ctx.n_hidden = len(Zs)
         empty = s0.new_empty(0)
+        Eo = S[:, H:M, :n] if K else empty  # the expansion points are the e rows of the stacked states
         return (F[:, :H] if H else empty), (F[:, H:] if K else empty), A, Eo
 
     @staticmethod
@@ -248,12 +298,11 @@ class _Sequence(torch.autograd.Function):
     def backward(ctx, gFh, gFe, gA, gEo):
         spec, buf = ctx.spec, ctx.buf
         B, n, T, H, M, K, m = ctx.dims
-        s0, Wa, Wb, S, F, A, Eo, *rest = ctx.saved_tensors
+        s0, Wa, Wb, S, F, A, *rest = ctx.saved_tensors
         Zs, Em = rest[: ctx.n_hidden], rest[ctx.n_hidden :]
         L = len(Em)
         gru = spec.cell == "gru"
         relu = spec.cell == "relu"
-        kernel = _gru_bwd if gru else _vanilla_bwd
         R = M + K
         gG = s0.new_empty(T, R, Wa.shape[1])
         gCC = s0.new_empty(T, R, n) if gru else None
@@ -263,33 +312,51 @@ class _Sequence(torch.autograd.Function):
         WaT = Wa[:n].T.contiguous()
         WbT = Wb[:n].T.contiguous() if gru else None
         EmT = [w.T.contiguous() for w in Em]
+        Sl = _per_step(S)
+        if gru:
+            v = _gru_views(buf, S, H, M, K, n)
+            gv = _gru_grad_views(s0, gG, gCC, T, R, H, M, K, n)
+        gf_buf = s0.new_empty(M, n) if H and K else None
+        gFh_l = _per_step(gFh) if H else ()
+        gFe_l, gA_l, gEo_l = (_per_step(gFe), _per_step(gA), _per_step(gEo)) if K else ((), (), ())
+        if K:
+            Se = _per_step(S[:, H:M, :n])
+            Zl = [_per_step(Z) for Z in Zs]
+            gPl = [_per_step(g) for g in gP]
         for t in reversed(range(T)):
-            St = S[t][:, :n]
             if H and K:
-                gf = torch.cat([gFh[t] + gh, gFe[t]])
+                torch.add(gFh_l[t], gh, out=gf_buf[:H])
+                gf_buf[H:].copy_(gFe_l[t])
+                gf = gf_buf
             elif H:
-                gf = gFh[t] + gh
+                gf = gFh_l[t] + gh
             else:
-                gf = gFe[t]
-            gd = gA[t] + ga if K else None
-            gS, ge_x, gde_x = kernel(buf, t, St, gf, gd, WaT, WbT, F, gG, gCC, H, M, K, relu, n)
+                gf = gFe_l[t]
+            gd = gA_l[t] + ga if K else None
+            if gru:
+                gS, ge_x, gde_x = _gru_bwd(v, t, gf, gd, WaT, WbT, gv, H, M, K, n)
+            else:
+                gS, ge_x, gde_x = _vanilla_bwd(buf, t, Sl[t][:, :n], gf, gd, WaT, None, F, gG, None, H, M, K, relu, n)
             if H:
                 gh = gS[:H]
             if K:
-                ge = gEo[t] + gd + gS[H:M]  # a = e + d, and e's rows of the stacked products
+                ge = torch.add(gd, gS[H:M])  # a = e + d, and e's rows of the stacked products
+                ge.add_(gEo_l[t])
                 if ge_x is not None:
-                    ge += ge_x
-                gde = gS[M:] if gde_x is None else gS[M:] + gde_x
-                ge -= gde  # ds = a_{t-1} - e
+                    ge.add_(ge_x)
+                gde = gS[M:] if gde_x is None else gde_x.add_(gS[M:])
+                ge.sub_(gde)  # ds = a_{t-1} - e
                 g = ge
                 for layer in reversed(range(L)):
-                    out = Eo[t] if layer == L - 1 else Zs[layer][t]
-                    torch.mul(g, 1 - out * out, out=gP[layer][t])
-                    g = gP[layer][t] @ EmT[layer]
-                ga = gde + g
+                    out = Se[t] if layer == L - 1 else Zl[layer][t]
+                    gp = gPl[layer][t]
+                    torch.addcmul(g, g * out, out, value=-1.0, out=gp)  # tanh' = 1 - out^2
+                    g = gp @ EmT[layer]
+                ga = g.add_(gde)
         g_s0 = None
         if ctx.needs_input_grad[1]:
             g_s0 = gh if not K else (ga if not H else gh + ga)
+            g_s0 = g_s0.clone() if gru and g_s0 is gh else g_s0
         gWa = S.reshape(-1, m).T @ gG.reshape(T * R, -1) if ctx.needs_input_grad[3] else None
         gWb = None
         if gru and ctx.needs_input_grad[4]:
