@@ -80,7 +80,9 @@ def run_one(variant: str, size: str, steps: int, device: str) -> dict:
     seed_everything(0)
     hidden, layers, heads, new_tokens = SIZES[size]
     tok = char_tokenizer()
-    agents = [tiny_causal_lm(tok, arch="gpt2", hidden_size=hidden, num_layers=layers, num_heads=heads, seed=i).to(device) for i in range(2)]
+    # dropout 0 in every arm (as Qwen-class models have), so all arms sample and update the same function
+    agents = [tiny_causal_lm(tok, arch="gpt2", hidden_size=hidden, num_layers=layers, num_heads=heads, seed=i, dropout=0.0).to(device)
+              for i in range(2)]
     n_params = sum(p.numel() for p in agents[0].parameters())
     # suppress EOS so every completion has exactly new_tokens tokens in both variants
     for a in agents:

@@ -66,6 +66,12 @@ class MAGRPOConfig:
     """With a peft_config: one base model, one LoRA adapter per agent (else one model each)."""
     prompts_per_step: int = 1
     """Dataset items per optimizer step (paper: 1)."""
+    disable_dropout: bool = False
+    """Set every dropout probability of the agents to 0 once at the start (TRL's option of the same name).
+
+    The trainer samples and updates in train mode; with dropout off, the completions come
+    from the same function that the update differentiates, and the fast decoding path
+    (:mod:`auxfn.magrpo.fastdecode`, which refuses active dropout) applies."""
     generation_backend: str = "auto"
     """lean (cached sampling loop), generate (Hugging Face generate) or auto (lean where supported)."""
     max_steps: int = 100
@@ -97,6 +103,8 @@ class MAGRPOConfig:
         check_choice("loss_aggregation", self.loss_aggregation, LOSS_AGGREGATIONS)
         if self.termination_threshold is not None:
             check_range("termination_threshold", self.termination_threshold)
+        if not isinstance(self.disable_dropout, bool):
+            raise ConfigError(f"config field 'disable_dropout' must be a bool, got {self.disable_dropout!r}")
         check_choice("generation_backend", self.generation_backend, ("auto", "lean", "generate"))
         check_range("prompts_per_step", self.prompts_per_step, 1)
         check_range("max_steps", self.max_steps, 1)

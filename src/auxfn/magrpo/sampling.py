@@ -4,6 +4,12 @@
 set-up, validation) around every decoding step; with tiny models on a CPU that per-step
 overhead costs more than the forward pass itself. This loop does only what MAGRPO needs:
 
+- for GPT-2, Llama, Qwen2 and Qwen3 models the forward is
+  :class:`auxfn.magrpo.fastdecode.FastDecoder`, a hand-written functional forward on the
+  model's own weights (the per-step framework overhead of the model's forward was most
+  of the decoding time at CPU scale); it applies only where it computes exactly what the
+  model computes (:func:`auxfn.magrpo.fastdecode.fast_decode_refusal`), else the loop
+  below calls the model;
 - one forward over the (left-padded) prompts, then one forward per new token with the
   key/value cache (``past_key_values``), position ids following the attention mask;
 - the cache is preallocated for prompt + ``max_new_tokens`` positions and written in
@@ -27,6 +33,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from auxfn.magrpo.fastdecode import FastDecoder, fast_decode_refusal
 
 __all__ = ["LEAN_ARCHITECTURES", "lean_generate", "lean_supported"]
 
@@ -141,11 +149,16 @@ def lean_generate(
     greedy: bool = False,
     generator: torch.Generator | None = None,
     suppress_tokens: list[int] | None = None,
+    fast: bool | None = None,
 ) -> torch.Tensor:
     """Completions (B, T <= max_new_tokens) of left-padded prompts ``input_ids`` (B, P).
 
     After a row's first EOS its remaining positions hold ``pad_token_id``. Tokens in
     ``suppress_tokens`` are never produced (``generate``'s option of the same name).
+
+    ``fast``: run the forward with :class:`auxfn.magrpo.fastdecode.FastDecoder` (True; a
+    ValueError names the reason when it does not apply to ``model``), with the model's
+    own forward (False), or the first wherever it applies (None, the default).
     """
     if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
         raise ValueError(f"input_ids and attention_mask must be equal (batch, length) shapes, got {tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
@@ -159,13 +172,32 @@ def lean_generate(
     # position ids are implied: skipping them avoids rebuilding a 4-D mask every step
     padded = bool((mask == 0).any())
     pos = (mask.cumsum(1) - 1).clamp(min=0)
-    extra = dict(attention_mask=mask, position_ids=pos) if padded else {}
-    out = model(input_ids=input_ids, use_cache=True, **extra)
-    cache_key = "cache" if getattr(out, "cache", None) is not None else "past_key_values"  # transformers >= 5.2x renames it
-    past = getattr(out, cache_key)
-    if max_new_tokens > 1:
-        past = _preallocate(past, input_ids.shape[1] + max_new_tokens - 1)
-    logits = out.logits[:, -1, :]
+    if fast is None:
+        fast = fast_decode_refusal(model) is None
+    if fast:
+        dec = FastDecoder(model, B, input_ids.shape[1] + max_new_tokens - 1)  # raises when it does not apply
+        logits = dec.prefill(input_ids, mask if padded else None, pos)
+
+        def forward(tok: torch.Tensor, next_pos: torch.Tensor) -> torch.Tensor:
+            return dec.step(tok, next_pos)
+    else:
+        extra = dict(attention_mask=mask, position_ids=pos) if padded else {}
+        out = model(input_ids=input_ids, use_cache=True, **extra)
+        cache_key = "cache" if getattr(out, "cache", None) is not None else "past_key_values"  # transformers >= 5.2x renames it
+        state = {"past": getattr(out, cache_key), "mask": mask}
+        if max_new_tokens > 1:
+            state["past"] = _preallocate(state["past"], input_ids.shape[1] + max_new_tokens - 1)
+        logits = out.logits[:, -1, :]
+
+        def forward(tok: torch.Tensor, next_pos: torch.Tensor) -> torch.Tensor:
+            kw = {}
+            if padded:
+                state["mask"] = torch.cat([state["mask"], torch.ones((B, 1), dtype=mask.dtype, device=mask.device)], 1)
+                kw = dict(attention_mask=state["mask"], position_ids=next_pos)
+            out = model(input_ids=tok[:, None], use_cache=True, **{cache_key: state["past"]}, **kw)
+            state["past"] = getattr(out, cache_key)
+            return out.logits[:, -1, :]
+
     next_pos = pos[:, -1:] + 1
     done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
     tokens = []
@@ -183,11 +215,6 @@ def lean_generate(
         done = done | (tok == eos_token_id)
         if bool(done.all()) or t + 1 == max_new_tokens:
             break
-        if padded:
-            mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=mask.device)], 1)
-            extra = dict(attention_mask=mask, position_ids=next_pos)
-        out = model(input_ids=tok[:, None], use_cache=True, **{cache_key: past}, **extra)
-        past = getattr(out, cache_key)
-        logits = out.logits[:, -1, :]
+        logits = forward(tok, next_pos)
         next_pos = next_pos + 1
     return torch.stack(tokens, 1)

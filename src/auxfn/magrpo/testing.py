@@ -49,8 +49,13 @@ def tiny_causal_lm(
     intermediate_size: int | None = None,
     max_positions: int = 512,
     seed: int = 0,
+    dropout: float | None = None,
 ) -> Any:
-    """A randomly initialised causal LM sized for CPU tests, matching ``tokenizer``'s special tokens."""
+    """A randomly initialised causal LM sized for CPU tests, matching ``tokenizer``'s special tokens.
+
+    ``dropout``: every dropout probability of the config (GPT-2: residual, embedding and
+    attention; Llama: attention); None keeps the config defaults (GPT-2 0.1, Llama 0).
+    """
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
@@ -63,10 +68,12 @@ def tiny_causal_lm(
                 vocab_size=vocab, hidden_size=hidden_size, intermediate_size=intermediate_size or 2 * hidden_size,
                 num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
                 max_position_embeddings=max_positions, tie_word_embeddings=False, **special,
+                **({} if dropout is None else {"attention_dropout": dropout}),
             )
             model = LlamaForCausalLM(cfg)
         elif arch == "gpt2":
-            cfg = GPT2Config(vocab_size=vocab, n_embd=hidden_size, n_layer=num_layers, n_head=num_heads, n_positions=max_positions, **special)
+            drop = {} if dropout is None else {"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout}
+            cfg = GPT2Config(vocab_size=vocab, n_embd=hidden_size, n_layer=num_layers, n_head=num_heads, n_positions=max_positions, **special, **drop)
             model = GPT2LMHeadModel(cfg)
         else:
             raise ValueError(f"arch must be 'llama' or 'gpt2', got {arch!r}")

@@ -27,7 +27,7 @@ from auxfn.magrpo.losses import completion_mask, policy_loss, token_logprobs
 from auxfn.magrpo.rewards import combine_rewards, make_reward_specs
 from auxfn.magrpo.tree import Node, build_tree, compute_returns, iter_postorder
 
-__all__ = ["MAGRPOTrainer", "generate_group"]
+__all__ = ["MAGRPOTrainer", "disable_dropout", "generate_group"]
 
 
 def generate_group(
@@ -76,6 +76,16 @@ def generate_group(
     texts = tokenizer.batch_decode(comp * mask + tokenizer.pad_token_id * (1 - mask), skip_special_tokens=True)
     prompt_ids = enc["input_ids"][0][enc["attention_mask"][0].bool()].cpu()
     return texts, prompt_ids, ids
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability in ``model`` to 0, in place (``nn.Dropout`` modules and
+    the float ``attention_dropout`` attribute of Llama-family attention modules)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if isinstance(getattr(m, "attention_dropout", None), float):
+            m.attention_dropout = 0.0
 
 
 def _pad_batch(prompts: list[torch.Tensor], comps: list[torch.Tensor], pad: int):
@@ -165,6 +175,9 @@ class MAGRPOTrainer:
         else:
             self.devices = [self.device] * N
         self.agents = [a.to(d) for a, d in zip(agents, self.devices)] if not self.shared else [a.to(self.device) for a in agents]
+        if args.disable_dropout:
+            for a in {id(a): a for a in self.agents}.values():
+                disable_dropout(a)
         formatters = [formatters] * N if callable(formatters) else list(formatters)
         if len(formatters) != N or not all(callable(f) for f in formatters):
             raise ValueError(f"formatters must be one callable per agent: expected {N}, got {len(formatters)}")
