@@ -213,3 +213,18 @@ def test_training_with_torch_compile(tmp_path):
     assert not res.model.fused and not res.model.fold_expansion
     for key in ("final_loss", "mse_rnn", "mse_jslds", "relative_error"):
         assert a[key] == pytest.approx(b[key], rel=1e-4), key
+
+
+def test_tanh_of_doubled_equals_tanh():
+    """The whole-sequence path's tanh, 2 sigmoid(2z) - 1 in place, is tanh: to rounding in float64
+    and within a few float32 ulps of 1 (absolute) in float32, over the range where tanh is not flat."""
+    from auxfn.jslds.fused import _tanh_of_doubled_
+
+    z64 = torch.linspace(-12, 12, 20001, dtype=torch.float64)
+    assert (_tanh_of_doubled_(2 * z64) - torch.tanh(z64)).abs().max().item() < 1e-15
+    z32 = z64.float()
+    err = (_tanh_of_doubled_(2 * z32).double() - torch.tanh(z64)).abs().max().item()
+    assert err < 4 * torch.finfo(torch.float32).eps
+    x = 2 * z32
+    out = _tanh_of_doubled_(x)
+    assert out.data_ptr() == x.data_ptr()  # in place
