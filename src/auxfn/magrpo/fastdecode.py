@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["FAST_ARCHITECTURES", "FastDecoder", "fast_decode_refusal"]
+__all__ = ["FAST_ARCHITECTURES", "JOINT_MAX_PARAMS", "FastDecoder", "fast_decode_refusal", "joint_refusal"]
 
 FAST_ARCHITECTURES = ("GPT2LMHeadModel", "LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 _LLAMA_LIKE = FAST_ARCHITECTURES[1:]
@@ -121,7 +121,7 @@ def fast_decode_refusal(model: Any) -> str | None:
 
 def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     if x.dtype == torch.float32:
-        return F.rms_norm(x, (x.shape[-1],), w, eps)
+        return F.rms_norm(x, (x.shape[-1],), None, eps) * w  # w broadcasts over the agent axis
     # as transformers' RMSNorm: normalise in float32 (also for float64 models), cast back, then scale
     h = x.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
@@ -133,54 +133,167 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), -1) * sin
 
 
+def joint_refusal(models: list[Any]) -> str | None:
+    """None when one :class:`FastDecoder` can run all ``models`` together (stacked weights), else why not.
+
+    Each must have the fast path, and all the same class, configuration, dtype and device.
+    Stacking copies the weights once per sampling call, so several models are decoded
+    together only up to :data:`JOINT_MAX_PARAMS` parameters each (beyond that the matrix
+    products dominate and decoding one model after the other loses little).
+    """
+    for m in models:
+        reason = fast_decode_refusal(m)
+        if reason is not None:
+            return reason
+    if len(models) == 1:
+        return None
+    first = models[0]
+    p0 = next(first.parameters())
+
+    def conf(m: Any) -> dict:
+        d = m.config.to_dict()
+        for k in ("_name_or_path", "name_or_path", "transformers_version"):
+            d.pop(k, None)
+        return d
+
+    for m in models[1:]:
+        p = next(m.parameters())
+        if type(m) is not type(first) or p.dtype != p0.dtype or p.device != p0.device or conf(m) != conf(first):
+            return "the models differ in class, configuration, dtype or device"
+    if sum(p.numel() for p in first.parameters()) > JOINT_MAX_PARAMS:
+        return f"more than {JOINT_MAX_PARAMS:,} parameters per model (stacking would copy them)"
+    return None
+
+
+JOINT_MAX_PARAMS = 50_000_000
+
+
 class FastDecoder:
-    """Prefill + one-token steps of a supported model with a preallocated key/value buffer.
+    """Prefill + one-token steps of one or several supported models with a preallocated key/value buffer.
+
+    ``models``: one model, or a list of models of the same configuration (see
+    :func:`joint_refusal`) decoded together: their weights are stacked along a leading
+    agent axis and every product is one batched matrix product over the agents, so the
+    per-operation overhead is paid once for all of them. Rows are agent-major: rows
+    ``[n * batch, (n + 1) * batch)`` belong to model n. With one model the stacked weights
+    are views, not copies.
 
     ``prefill(input_ids, attention_mask, position_ids)`` runs the (left-padded) prompts and
-    returns the last position's logits (B, V); each ``step(tokens (B,), position_ids (B, 1))``
-    appends one token per row and returns its logits. ``attention_mask`` None means no
-    padding. At most ``capacity`` positions in all.
+    returns the last position's logits (rows, V); each ``step(tokens (rows,), position_ids
+    (rows, 1))`` appends one token per row and returns its logits. ``attention_mask`` None
+    means no padding. At most ``capacity`` positions in all.
     """
 
-    def __init__(self, model: Any, batch: int, capacity: int):
-        reason = fast_decode_refusal(model)
+    def __init__(self, models: Any, batch: int, capacity: int):
+        models = list(models) if isinstance(models, (list, tuple)) else [models]
+        reason = joint_refusal(models)
         if reason is not None:
             raise ValueError(f"no fast decoding path for this model: {reason}")
-        self.model = model
+        model = models[0]
+        self.models, self.N = models, len(models)
         self.B, self.cap = batch, capacity
         self.gpt2 = type(model).__name__ == "GPT2LMHeadModel"
         cfg = model.config
         p = next(model.parameters())
         self.dtype, self.device = p.dtype, p.device
+        N = self.N
+
+        def st(get, bias: bool = False, t: bool = False):
+            """The agents' tensors ``get(model)`` stacked on a new axis 0 (a view for one model).
+
+            bias: shaped (N, 1, out) to broadcast over rows; t: transposed (N, in, out) for bmm.
+            """
+            ts = [get(m) for m in models]
+            if ts[0] is None:
+                return None
+            x = ts[0].unsqueeze(0) if N == 1 else torch.stack(ts)
+            if bias:
+                x = x.unsqueeze(1)
+            return x.transpose(1, 2) if t else x
+
         if self.gpt2:
-            self.H = cfg.n_head
-            self.KV = self.H
+            self.H = self.KV = cfg.n_head
             self.hd = cfg.n_embd // self.H
             self.act = _ACTS[cfg.activation_function]
-            n_layers = len(model.transformer.h)
+            blocks = [m.transformer.h for m in models]
+            n_layers = len(blocks[0])
+            tr = model.transformer
+            self.eps = [(blk.ln_1.eps, blk.ln_2.eps) for blk in tr.h] + [tr.ln_f.eps]
+            self.wte = st(lambda m: m.transformer.wte.weight).reshape(-1, cfg.n_embd)
+            self.wpe = st(lambda m: m.transformer.wpe.weight).reshape(-1, cfg.n_embd)
+            self.lnf = (st(lambda m: m.transformer.ln_f.weight, True), st(lambda m: m.transformer.ln_f.bias, True))
         else:
             a0 = model.model.layers[0].self_attn
             self.H, self.KV, self.hd = cfg.num_attention_heads, cfg.num_key_value_heads, a0.head_dim
             self.act = _ACTS[cfg.hidden_act]
             n_layers = len(model.model.layers)
             # cos/sin of every position this decoder can see, from the model's own rotary module
+            # (equal configurations give equal rotary tables)
             pos = torch.arange(capacity, device=self.device)[None]
             cos, sin = model.model.rotary_emb(torch.empty(0, dtype=self.dtype, device=self.device), pos)
             self.cos, self.sin = cos[0], sin[0]  # (capacity, head_dim)
-        # one buffer per layer: [keys, values] x (B, kv heads, capacity, head_dim)
-        self.kv = [torch.empty(2, batch, self.KV, capacity, self.hd, dtype=self.dtype, device=self.device) for _ in range(n_layers)]
-        self.valid: torch.Tensor | None = None  # (B, capacity) key mask when the prompts are padded
+            self.wte = st(lambda m: m.model.embed_tokens.weight).reshape(-1, cfg.hidden_size)
+            self.normf = (st(lambda m: m.model.norm.weight, True), model.model.norm.variance_epsilon)
+        self.vocab = cfg.vocab_size
+        # row offsets into the stacked embedding tables: agent n's rows index table n
+        self.row_agent = torch.arange(N, device=self.device).repeat_interleave(batch)[:, None]
+        self.lm = (st(lambda m: m.lm_head.weight, t=True), st(lambda m: m.lm_head.bias, True))
+        rows = N * batch
+        # one buffer per layer: [keys, values] x (rows, kv heads, capacity, head_dim)
+        self.kv = [torch.empty(2, rows, self.KV, capacity, self.hd, dtype=self.dtype, device=self.device) for _ in range(n_layers)]
+        # per layer, the models' own parameter tensors (views for one model; the decoder lives
+        # for one sampling call) and its cache views
+        self.layers = []
+        for i, kv in enumerate(self.kv):
+            if self.gpt2:
+                def blk(m, i=i):
+                    return m.transformer.h[i]
+
+                self.layers.append((
+                    st(lambda m: blk(m).ln_1.weight, True), st(lambda m: blk(m).ln_1.bias, True),
+                    st(lambda m: blk(m).attn.c_attn.weight), st(lambda m: blk(m).attn.c_attn.bias, True),
+                    st(lambda m: blk(m).attn.c_proj.weight), st(lambda m: blk(m).attn.c_proj.bias, True),
+                    st(lambda m: blk(m).ln_2.weight, True), st(lambda m: blk(m).ln_2.bias, True),
+                    st(lambda m: blk(m).mlp.c_fc.weight), st(lambda m: blk(m).mlp.c_fc.bias, True),
+                    st(lambda m: blk(m).mlp.c_proj.weight), st(lambda m: blk(m).mlp.c_proj.bias, True),
+                    self.eps[i][0], self.eps[i][1], tr.h[i].attn.scaling, kv, kv[0], kv[1],
+                ))
+            else:
+                def lay(m, i=i):
+                    return m.model.layers[i]
+
+                L0 = model.model.layers[i]
+                a0 = L0.self_attn
+                qwen3 = type(model).__name__ == "Qwen3ForCausalLM"
+                qk_norm = None
+                if qwen3:
+                    qk_norm = (st(lambda m: lay(m).self_attn.q_norm.weight, True).unsqueeze(1), a0.q_norm.variance_epsilon,
+                               st(lambda m: lay(m).self_attn.k_norm.weight, True).unsqueeze(1), a0.k_norm.variance_epsilon)
+                self.layers.append((
+                    st(lambda m: lay(m).input_layernorm.weight, True), L0.input_layernorm.variance_epsilon,
+                    st(lambda m: lay(m).self_attn.q_proj.weight, t=True), st(lambda m: lay(m).self_attn.q_proj.bias, True),
+                    st(lambda m: lay(m).self_attn.k_proj.weight, t=True), st(lambda m: lay(m).self_attn.k_proj.bias, True),
+                    st(lambda m: lay(m).self_attn.v_proj.weight, t=True), st(lambda m: lay(m).self_attn.v_proj.bias, True),
+                    qk_norm,
+                    st(lambda m: lay(m).self_attn.o_proj.weight, t=True), st(lambda m: lay(m).self_attn.o_proj.bias, True),
+                    st(lambda m: lay(m).post_attention_layernorm.weight, True), L0.post_attention_layernorm.variance_epsilon,
+                    st(lambda m: lay(m).mlp.gate_proj.weight, t=True), st(lambda m: lay(m).mlp.gate_proj.bias, True),
+                    st(lambda m: lay(m).mlp.up_proj.weight, t=True), st(lambda m: lay(m).mlp.up_proj.bias, True),
+                    st(lambda m: lay(m).mlp.down_proj.weight, t=True), st(lambda m: lay(m).mlp.down_proj.bias, True),
+                    a0.scaling, kv, kv[0], kv[1],
+                ))
+        self.valid: torch.Tensor | None = None  # (rows, capacity) key mask when the prompts are padded
         self.len = 0
 
     # ------------------------------------------------------------------ public
     @torch.no_grad()
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor) -> torch.Tensor:
-        B, L = input_ids.shape
-        if B != self.B or L > self.cap:
-            raise ValueError(f"prefill of {tuple(input_ids.shape)} does not fit batch {self.B}, capacity {self.cap}")
+        R, L = input_ids.shape
+        if R != self.N * self.B or L > self.cap:
+            raise ValueError(f"prefill of {tuple(input_ids.shape)} does not fit {self.N} x {self.B} rows, capacity {self.cap}")
         mask = None
         if attention_mask is not None:
-            self.valid = torch.ones(B, self.cap, dtype=torch.bool, device=input_ids.device)
+            self.valid = torch.ones(R, self.cap, dtype=torch.bool, device=input_ids.device)
             self.valid[:, :L] = attention_mask.bool()
             causal = torch.ones(L, L, dtype=torch.bool, device=input_ids.device).tril()
             # a padded query position sees only itself (its output is never used): no empty softmax rows
@@ -197,60 +310,55 @@ class FastDecoder:
         return self._forward(tokens[:, None], position_ids, mask)
 
     # ------------------------------------------------------------------ forward
-    def _attend(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask, scale: float, L: int) -> torch.Tensor:
-        """q (B, H, L, hd), k/v (B, KV, L, hd) written at the current position; returns (B*L, H*hd)."""
-        s, e = self.len, self.len + L
-        buf = self.kv[i]
-        buf[0, :, :, s:e].copy_(k)
-        buf[1, :, :, s:e].copy_(v)
-        is_causal = mask is None and L > 1  # only the prefill (s = 0) has L > 1
-        out = F.scaled_dot_product_attention(
-            q, buf[0, :, :, :e], buf[1, :, :, :e], attn_mask=mask, is_causal=is_causal, scale=scale,
-            enable_gqa=self.KV != self.H,
-        )
-        return out.transpose(1, 2).reshape(self.B * L, self.H * self.hd)
+    @staticmethod
+    def _lin(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """x (N, rows, in) @ w (N, in, out) [+ b (N, 1, out)]: one batched product for all agents."""
+        return torch.bmm(x, w) if b is None else torch.baddbmm(b, x, w)
 
     def _forward(self, ids: torch.Tensor, pos: torch.Tensor, mask) -> torch.Tensor:
-        B, L = ids.shape
-        m = self.model
+        R, L = ids.shape
+        N, B = self.N, self.B
+        s, e = self.len, self.len + L
+        H, KV, hd = self.H, self.KV, self.hd
+        is_causal = mask is None and L > 1  # only the prefill (s = 0) has L > 1
+        gqa = KV != H
+        sdpa, act, lin = F.scaled_dot_product_attention, self.act, self._lin
+        ln = F.layer_norm
         if self.gpt2:
-            tr = m.transformer
-            h = (F.embedding(ids, tr.wte.weight) + F.embedding(pos, tr.wpe.weight)).view(B * L, -1)
-            for i, blk in enumerate(tr.h):
-                a, mlp = blk.attn, blk.mlp
-                x = F.layer_norm(h, blk.ln_1.normalized_shape, blk.ln_1.weight, blk.ln_1.bias, blk.ln_1.eps)
-                qkv = torch.addmm(a.c_attn.bias, x, a.c_attn.weight).view(B, L, 3, self.H, self.hd).permute(2, 0, 3, 1, 4)
-                h = torch.addmm(h + a.c_proj.bias, self._attend(i, qkv[0], qkv[1], qkv[2], mask, a.scaling, L), a.c_proj.weight)
-                x = F.layer_norm(h, blk.ln_2.normalized_shape, blk.ln_2.weight, blk.ln_2.bias, blk.ln_2.eps)
-                x = self.act(torch.addmm(mlp.c_fc.bias, x, mlp.c_fc.weight))
-                h = torch.addmm(h + mlp.c_proj.bias, x, mlp.c_proj.weight)
-            last = h.view(B, L, -1)[:, -1]
-            last = F.layer_norm(last, tr.ln_f.normalized_shape, tr.ln_f.weight, tr.ln_f.bias, tr.ln_f.eps)
+            D = self.wte.shape[-1]
+            shape = (D,)
+            h = F.embedding(ids + self.row_agent * self.vocab, self.wte) + F.embedding(pos + self.row_agent * (self.wpe.shape[0] // N), self.wpe)
+            h = h.view(N, B * L, D)
+            for ln1w, ln1b, aw, ab, pw, pb, ln2w, ln2b, fw, fb, mw, mb, e1, e2, scale, kv, kall, vall in self.layers:
+                x = torch.addcmul(ln1b, ln(h, shape, None, None, e1), ln1w)
+                qkv = torch.baddbmm(ab, x, aw).view(R, L, 3, H, hd).permute(2, 0, 3, 1, 4)  # (3, rows, H, L, hd)
+                kv[:, :, :, s:e] = qkv[1:]
+                att = sdpa(qkv[0], kall[:, :, :e], vall[:, :, :e], attn_mask=mask, is_causal=is_causal, scale=scale)
+                h = torch.baddbmm(h + pb, att.transpose(1, 2).reshape(N, B * L, D), pw)
+                x = torch.addcmul(ln2b, ln(h, shape, None, None, e2), ln2w)
+                h = torch.baddbmm(h + mb, act(torch.baddbmm(fb, x, fw)), mw)
+            last = h.view(N, B, L, D)[:, :, -1]
+            last = torch.addcmul(self.lnf[1], ln(last, shape, None, None, self.eps[-1]), self.lnf[0])
         else:
-            base = m.model
-            qwen3 = type(m).__name__ == "Qwen3ForCausalLM"
-            h = F.embedding(ids, base.embed_tokens.weight).view(B * L, -1)
-            cos = F.embedding(pos, self.cos)[:, None]  # (B, 1, L, hd)
+            D = self.wte.shape[-1]
+            h = F.embedding(ids + self.row_agent * self.vocab, self.wte).view(N, B * L, D)
+            cos = F.embedding(pos, self.cos)[:, None]  # (rows, 1, L, hd)
             sin = F.embedding(pos, self.sin)[:, None]
-            H, KV, hd = self.H, self.KV, self.hd
-            for i, layer in enumerate(base.layers):
-                a, mlp = layer.self_attn, layer.mlp
-                n1 = layer.input_layernorm
-                x = _rms(h, n1.weight, n1.variance_epsilon)
-                q = F.linear(x, a.q_proj.weight, a.q_proj.bias).view(B, L, H, hd)
-                k = F.linear(x, a.k_proj.weight, a.k_proj.bias).view(B, L, KV, hd)
-                v = F.linear(x, a.v_proj.weight, a.v_proj.bias).view(B, L, KV, hd).transpose(1, 2)
-                if qwen3:
-                    q = _rms(q, a.q_norm.weight, a.q_norm.variance_epsilon)
-                    k = _rms(k, a.k_norm.weight, a.k_norm.variance_epsilon)
-                qk = _rotate(torch.cat((q, k), 2).transpose(1, 2), cos, sin)  # (B, H + KV, L, hd)
-                att = self._attend(i, qk[:, :H], qk[:, H:], v, mask, a.scaling, L)
-                h = h + F.linear(att, a.o_proj.weight, a.o_proj.bias)
-                n2 = layer.post_attention_layernorm
-                x = _rms(h, n2.weight, n2.variance_epsilon)
-                x = self.act(F.linear(x, mlp.gate_proj.weight, mlp.gate_proj.bias)) * F.linear(x, mlp.up_proj.weight, mlp.up_proj.bias)
-                h = h + F.linear(x, mlp.down_proj.weight, mlp.down_proj.bias)
-            last = h.view(B, L, -1)[:, -1]
-            last = _rms(last, base.norm.weight, base.norm.variance_epsilon)
-        self.len += L
-        return F.linear(last, m.lm_head.weight, m.lm_head.bias)
+            for (n1w, n1e, qw, qb, kw, kb, vw, vb, qk_norm, ow, ob, n2w, n2e, gw, gb, uw, ub, dw, db, scale, _kv, kall,
+                 vall) in self.layers:
+                x = _rms(h, n1w, n1e)
+                q = lin(x, qw, qb).view(N, B * L, H, hd)
+                k = lin(x, kw, kb).view(N, B * L, KV, hd)
+                if qk_norm is not None:  # Qwen3: RMSNorm of every head before the rotation
+                    q, k = _rms(q, qk_norm[0], qk_norm[1]), _rms(k, qk_norm[2], qk_norm[3])
+                qk = _rotate(torch.cat((q, k), 2).view(R, L, H + KV, hd).transpose(1, 2), cos, sin)  # (rows, H + KV, L, hd)
+                kall[:, :, s:e] = qk[:, H:]
+                vall[:, :, s:e] = lin(x, vw, vb).view(R, L, KV, hd).transpose(1, 2)
+                att = sdpa(qk[:, :H], kall[:, :, :e], vall[:, :, :e], attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=gqa)
+                h = h + lin(att.transpose(1, 2).reshape(N, B * L, H * hd), ow, ob)
+                x = _rms(h, n2w, n2e)
+                h = h + lin(act(lin(x, gw, gb)) * lin(x, uw, ub), dw, db)
+            last = h.view(N, B, L, D)[:, :, -1]
+            last = _rms(last, self.normf[0], self.normf[1])
+        self.len = e
+        return lin(last, *self.lm).reshape(R, -1)

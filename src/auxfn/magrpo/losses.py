@@ -31,14 +31,20 @@ def completion_mask(completion_ids: torch.Tensor, eos_token_id: int) -> torch.Te
     return (torch.arange(T, device=completion_ids.device)[None, :] <= first[:, None]).long()
 
 
+_KEEP: dict[type, bool] = {}
+
+
 def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
     get = getattr(model, "get_base_model", None)  # peft wrappers forward the argument
     base = get() if callable(get) else model
     base = getattr(base, "module", base)  # DDP
-    try:
-        return "logits_to_keep" in inspect.signature(type(base).forward).parameters
-    except (TypeError, ValueError):
-        return False
+    cls = type(base)
+    if cls not in _KEEP:  # inspect.signature costs more than a tiny model's forward; once per class
+        try:
+            _KEEP[cls] = "logits_to_keep" in inspect.signature(cls.forward).parameters
+        except (TypeError, ValueError):
+            _KEEP[cls] = False
+    return _KEEP[cls]
 
 
 def token_logprobs(

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from auxfn.magrpo.fastdecode import FastDecoder, fast_decode_refusal
+from auxfn.magrpo.fastdecode import FastDecoder, fast_decode_refusal, joint_refusal
 
 __all__ = ["LEAN_ARCHITECTURES", "lean_generate", "lean_supported"]
 
@@ -128,8 +128,7 @@ def _filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         probs = torch.softmax(sorted_logits, -1)
         before = probs.cumsum(-1) - probs  # mass of the strictly more probable tokens
-        drop = before >= top_p
-        drop[:, 0] = False
+        drop = before >= top_p  # never the first: its "before" is p - p = 0 exactly, and top_p > 0
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     return logits
 
@@ -159,6 +158,12 @@ def lean_generate(
     ``fast``: run the forward with :class:`auxfn.magrpo.fastdecode.FastDecoder` (True; a
     ValueError names the reason when it does not apply to ``model``), with the model's
     own forward (False), or the first wherever it applies (None, the default).
+
+    ``model`` may be a list of models: the rows are split evenly among them, agent-major
+    (rows ``[i * B/N, (i + 1) * B/N)`` continue with model i). Where
+    :func:`auxfn.magrpo.fastdecode.joint_refusal` allows it (and ``fast`` is not False) they
+    are decoded together in one stacked forward per token; otherwise one after the other
+    (the tokens then come from other random draws, with the same distribution).
     """
     if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
         raise ValueError(f"input_ids and attention_mask must be equal (batch, length) shapes, got {tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
@@ -166,16 +171,31 @@ def lean_generate(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if not greedy and not temperature > 0:
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     B = input_ids.shape[0]
+    many = isinstance(model, (list, tuple))
+    if many:
+        if not model or B % len(model):
+            raise ValueError(f"{B} rows cannot be split evenly over {len(model)} models")
+        if fast is False or (fast is None and joint_refusal(list(model)) is not None):
+            # one model after the other on its own rows, then right-padded to a common length
+            kw = dict(max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, pad_token_id=pad_token_id, temperature=temperature,
+                      top_p=top_p, top_k=top_k, greedy=greedy, generator=generator, suppress_tokens=suppress_tokens, fast=fast)
+            n = B // len(model)
+            outs = [lean_generate(m, input_ids[i * n : (i + 1) * n], attention_mask[i * n : (i + 1) * n], **kw) for i, m in enumerate(model)]
+            T = max(o.shape[1] for o in outs)
+            return torch.cat([torch.nn.functional.pad(o, (0, T - o.shape[1]), value=pad_token_id) for o in outs])
     mask = attention_mask.long()
     # without padding (one prompt repeated G times, the trainer's case) the mask and
     # position ids are implied: skipping them avoids rebuilding a 4-D mask every step
     padded = bool((mask == 0).any())
     pos = (mask.cumsum(1) - 1).clamp(min=0)
     if fast is None:
-        fast = fast_decode_refusal(model) is None
+        fast = many or fast_decode_refusal(model) is None
     if fast:
-        dec = FastDecoder(model, B, input_ids.shape[1] + max_new_tokens - 1)  # raises when it does not apply
+        rows_per_model = B // len(model) if many else B
+        dec = FastDecoder(model, rows_per_model, input_ids.shape[1] + max_new_tokens - 1)  # raises when it does not apply
         logits = dec.prefill(input_ids, mask if padded else None, pos)
 
         def forward(tok: torch.Tensor, next_pos: torch.Tensor) -> torch.Tensor:
@@ -200,20 +220,24 @@ def lean_generate(
 
     next_pos = pos[:, -1:] + 1
     done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+    suppress = None
+    if suppress_tokens:  # one masked_fill per step (same logits as clone + index assignment)
+        suppress = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+        suppress[list(suppress_tokens)] = True
     tokens = []
     for t in range(max_new_tokens):
-        if suppress_tokens:
-            logits = logits.clone()
-            logits[:, list(suppress_tokens)] = float("-inf")
+        if suppress is not None:
+            logits = logits.masked_fill(suppress, float("-inf"))
         if greedy:
             tok = logits.argmax(-1)
         else:
             probs = torch.softmax(_filter(logits.float() / temperature, top_k, top_p), -1)
             tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        tok = torch.where(done, torch.full_like(tok, pad_token_id), tok)
+        if t:
+            tok = torch.where(done, pad_token_id, tok)
         tokens.append(tok)
         done = done | (tok == eos_token_id)
-        if bool(done.all()) or t + 1 == max_new_tokens:
+        if t + 1 == max_new_tokens or bool(done.all()):
             break
         logits = forward(tok, next_pos)
         next_pos = next_pos + 1

@@ -27,7 +27,7 @@ from auxfn.magrpo.losses import completion_mask, policy_loss, token_logprobs
 from auxfn.magrpo.rewards import combine_rewards, make_reward_specs
 from auxfn.magrpo.tree import Node, build_tree, compute_returns, iter_postorder
 
-__all__ = ["MAGRPOTrainer", "disable_dropout", "generate_group"]
+__all__ = ["MAGRPOTrainer", "disable_dropout", "generate_group", "generate_joint", "joint_generation_refusal"]
 
 
 def generate_group(
@@ -69,13 +69,67 @@ def generate_group(
         with torch.no_grad():
             out = model.generate(**enc, **kwargs)
         comp = out[:, P:]
-    if comp.shape[1] == 0:
-        comp = torch.full((rows, 1), eos, device=device)
-    mask = completion_mask(comp, eos)
-    ids = [comp[k, : int(mask[k].sum())].cpu() for k in range(comp.shape[0])]
-    texts = tokenizer.batch_decode(comp * mask + tokenizer.pad_token_id * (1 - mask), skip_special_tokens=True)
     prompt_ids = enc["input_ids"][0][enc["attention_mask"][0].bool()].cpu()
+    return _finish(comp, tokenizer, prompt_ids)
+
+
+def _finish(comp: torch.Tensor, tokenizer: Any, prompt_ids: torch.Tensor):
+    """(texts, prompt_ids, completion ids cut after the first EOS) of completions ``comp`` (rows, T)."""
+    eos = tokenizer.eos_token_id
+    if comp.shape[1] == 0:
+        comp = torch.full((comp.shape[0], 1), eos, device=comp.device)
+    mask = completion_mask(comp, eos)
+    lengths = mask.sum(1).tolist()
+    comp_cpu = comp.cpu()
+    ids = [comp_cpu[k, : lengths[k]] for k in range(comp.shape[0])]
+    texts = tokenizer.batch_decode(comp * mask + tokenizer.pad_token_id * (1 - mask), skip_special_tokens=True)
     return texts, prompt_ids, ids
+
+
+def joint_generation_refusal(models: Sequence[Any], tokenizers: Sequence[Any], cfg: MAGRPOConfig) -> str | None:
+    """None when :func:`generate_joint` can sample all agents in one stacked decoding loop, else why not."""
+    from auxfn.magrpo.fastdecode import joint_refusal
+
+    if len(models) < 2:
+        return "one agent"
+    if getattr(cfg, "generation_backend", "auto") == "generate":
+        return "generation_backend='generate'"
+    if len({id(m) for m in models}) != len(models):
+        return "the agents share one model (adapters)"
+    if len({(t.pad_token_id, t.eos_token_id) for t in tokenizers}) != 1:
+        return "the tokenizers differ in pad or EOS token"
+    sup = {tuple(getattr(getattr(m, "generation_config", None), "suppress_tokens", None) or ()) for m in models}
+    if len(sup) != 1:
+        return "the agents suppress different tokens"
+    return joint_refusal(list(models))
+
+
+def generate_joint(models: Sequence[Any], tokenizers: Sequence[Any], prompts: Sequence[str], n: int, cfg: MAGRPOConfig):
+    """Sample ``n`` completions of every agent's prompt in one decoding loop over all agents.
+
+    The same result per agent as :func:`generate_group` (same models, same sampling
+    settings; other random draws), but one stacked forward per token for all agents
+    (:class:`auxfn.magrpo.fastdecode.FastDecoder`); needs
+    :func:`joint_generation_refusal` to return None. Returns one (texts, prompt_ids,
+    completion_ids) per agent.
+    """
+    from auxfn.magrpo.sampling import lean_generate
+
+    device = next(models[0].parameters()).device
+    encs = [tok([p])["input_ids"][0] for tok, p in zip(tokenizers, prompts)]
+    P = max(len(e) for e in encs)
+    pad, eos = tokenizers[0].pad_token_id, tokenizers[0].eos_token_id
+    ids = torch.full((len(models) * n, P), pad, dtype=torch.long)
+    mask = torch.zeros((len(models) * n, P), dtype=torch.long)
+    for i, e in enumerate(encs):
+        ids[i * n : (i + 1) * n, P - len(e) :] = torch.as_tensor(e)
+        mask[i * n : (i + 1) * n, P - len(e) :] = 1
+    comp = lean_generate(
+        list(models), ids.to(device), mask.to(device), max_new_tokens=cfg.max_completion_length, eos_token_id=eos, pad_token_id=pad,
+        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, fast=True,
+        suppress_tokens=getattr(getattr(models[0], "generation_config", None), "suppress_tokens", None),
+    )
+    return [_finish(comp[i * n : (i + 1) * n], tok, torch.as_tensor(e)) for i, (tok, e) in enumerate(zip(tokenizers, encs))]
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -202,9 +256,13 @@ class MAGRPOTrainer:
             raise ValueError("train_dataset is empty")
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
-        self.optimizers = [
-            torch.optim.AdamW(self._trainable(i), lr=args.learning_rate, weight_decay=args.weight_decay) for i in range(N)
-        ]
+        # foreach: one multi-tensor kernel per AdamW operation instead of a Python loop over the
+        # parameters (torch uses it by default only on CUDA; on CPU the loop was most of the step of a tiny model)
+        self.optimizers = []
+        for i in range(N):
+            params = self._trainable(i)
+            foreach = True if all(p.device.type in ("cpu", "cuda") for p in params) else None
+            self.optimizers.append(torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay, foreach=foreach))
         if accelerator is not None:  # one (model, optimizer) pair per agent; DDP wraps each under accelerate launch
             for i in range(N):
                 self.agents[i], self.optimizers[i] = accelerator.prepare(self.agents[i], self.optimizers[i])
@@ -260,10 +318,16 @@ class MAGRPOTrainer:
         cfg = self.args
         prompts = [f(item) for f in self.formatters]
 
+        models = [self.agent(i) for i in range(cfg.num_agents)]
+        joint = not self.shared and joint_generation_refusal(models, self.tokenizers, cfg) is None
+
         def sample(cur: list[str], turn: int):
             texts, extra = [], {"prompt_ids": [], "completion_ids": []}
-            for i, tok in enumerate(self.tokenizers):
-                t, p_ids, c_ids = generate_group(self.agent(i), tok, cur[i], cfg.num_generations, cfg)
+            if joint:  # all agents in one decoding loop
+                outs = generate_joint(models, self.tokenizers, cur, cfg.num_generations, cfg)
+            else:
+                outs = [generate_group(self.agent(i), tok, cur[i], cfg.num_generations, cfg) for i, tok in enumerate(self.tokenizers)]
+            for t, p_ids, c_ids in outs:
                 texts.append(t)
                 extra["prompt_ids"].append(p_ids)
                 extra["completion_ids"].append(c_ids)
@@ -370,7 +434,7 @@ class MAGRPOTrainer:
             if cfg.max_grad_norm > 0:
                 gn = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
             else:
-                gn = float(torch.norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
+                gn = float(torch.nn.utils.get_total_norm([p.grad for p in params])) if params else 0.0
             opt.step()
             loss_v, kl_v = float(terms["total"].detach()), float(terms["kl"])
         return {"loss": loss_v, "kl": kl_v, "grad_norm": gn}
