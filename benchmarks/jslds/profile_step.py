@@ -1,6 +1,6 @@
 """Where the time of one default JSLDS training step goes (torch.profiler), per size and thread count.
 
-    python benchmarks/jslds/profile_step.py [--threads 1 2] [--steps 5] [--out DIR]
+    python benchmarks/jslds/profile_step.py [--threads 1 2] [--steps 5] [--out DIR] [--baseline OLD_FUSED_PY]
 
 GRU, T=25, u=6, o=3, 3-bit flip-flop batches at (n=100, B=256) and (n=64, B=64), the default
 whole-sequence path (``auxfn.jslds.fused``). The profiler's self CPU time of every op is put into
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from auxfn.jslds import JSLDS, FlipFlopTask, GRUCell, LossWeights, jslds_losses
 
+sys.path.insert(0, str(Path(__file__).parent))
 W_JSLDS = LossWeights(3, 1, 100, 10)
 MATMUL = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::baddbmm"}
 ALLOC = {"aten::empty", "aten::empty_like", "aten::new_empty", "aten::zeros", "aten::new_zeros", "aten::empty_strided",
@@ -104,7 +106,9 @@ def profile_size(n: int, B: int, threads: int, steps: int) -> dict:
         total_self += self_us
         c = "optimizer" if inside(e, opt_ranges) else category(e.name)
         cats[c] = cats.get(c, 0.0) + self_us
-        if e.name.startswith("aten::") and c not in ("optimizer",):
+        parent = e.cpu_parent
+        top_level = parent is None or not parent.name.startswith("aten::")  # not an op called by another op
+        if e.name.startswith("aten::") and top_level and c not in ("optimizer", "views"):
             for k, r in seq_ranges.items():
                 if inside(e, r):
                     ops_in_seq[k] += 1
@@ -128,8 +132,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "profile")
+    ap.add_argument("--baseline", type=Path, default=None, help="profile an earlier auxfn/jslds/fused.py instead")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.baseline is not None:
+        from bench_compare_fused import load_baseline
+
+        import auxfn.jslds.fused as current
+
+        current.sequence_forward = load_baseline(args.baseline).sequence_forward
     rows = []
     for threads in args.threads:
         for n, B in ((100, 256), (64, 64)):
@@ -142,7 +153,7 @@ def main() -> None:
     (args.out / "profile.json").write_text(json.dumps(res, indent=2) + "\n")
     cats = sorted({k for r in rows for k in r["fraction"]})
     lines = [f"torch {torch.__version__}, {res['date']}, load average {res['load_average']}", "",
-             "| threads | n | B | s/step | s/step profiled | " + " | ".join(cats) + " | aten ops / time step fwd | bwd |",
+             "| threads | n | B | s/step | s/step profiled | " + " | ".join(cats) + " | non-view aten ops / time step fwd | bwd |",
              "|---" * (7 + len(cats)) + "|"]
     for r in rows:
         lines.append(f"| {r['threads']} | {r['n']} | {r['B']} | {r['seconds_per_step']:.4f} | {r['seconds_per_step_profiled']:.4f} | "

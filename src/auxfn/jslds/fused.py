@@ -223,7 +223,7 @@ def _gru_grad_views(s0, gG, gCC, T, R, H, M, K, n) -> SimpleNamespace:
     gv.gCin = s0.new_empty(R, n)
     gv.gCin_p, gv.gCin_t = gv.gCin[:M], gv.gCin[M:]
     gv.gS = s0.new_empty(R, n)
-    gv.gS_p = gv.gS[:M]
+    gv.gS_p, gv.gS_h, gv.gS_e, gv.gS_t = gv.gS[:M], gv.gS[:H], gv.gS[H:M], gv.gS[M:]
     gv.gG, gv.gG_p, gv.gG_t = _per_step(gG), _per_step(gG[:, :M]), _per_step(gG[:, M:])
     gv.gCC, gv.gCC_p, gv.gCC_t = _per_step(gCC), _per_step(gCC[:, :M]), _per_step(gCC[:, M:])
     if K:
@@ -262,7 +262,7 @@ class _Sequence(torch.autograd.Function):
         Zs = [s0.new_empty(T, B, n) for _ in range(L - 1)] if K else []  # E's hidden layers
         Sl = _per_step(S)
         v = _gru_views(buf, S, H, M, K, n) if gru else None
-        Fh = _per_step(F[:, :H]) if H else ()
+        Fh, Sh = (_per_step(F[:, :H]), _per_step(S[:, :H, :n])) if H else ((), ())
         if K:
             Se, Sds = _per_step(S[:, H:M, :n]), _per_step(S[:, M:, :n])
             Zl = [_per_step(Z) for Z in Zs]
@@ -270,8 +270,7 @@ class _Sequence(torch.autograd.Function):
             Eb2, Em2 = [2 * b for b in Eb], [2 * w for w in Em]
         for t in range(T):
             if H:
-                Sh = Sl[t][:H, :n]
-                Sh.copy_(s0 if t == 0 else Fh[t - 1])
+                Sh[t].copy_(s0 if t == 0 else Fh[t - 1])
             if K:
                 a = s0 if t == 0 else A[t - 1]
                 z = a
@@ -316,7 +315,9 @@ class _Sequence(torch.autograd.Function):
         if gru:
             v = _gru_views(buf, S, H, M, K, n)
             gv = _gru_grad_views(s0, gG, gCC, T, R, H, M, K, n)
-        gf_buf = s0.new_empty(M, n) if H and K else None
+        if H and K:  # the RNN rows' incoming gradients gain gh at each step: one stacked buffer of our own
+            gF_all = torch.cat([gFh, gFe], 1)
+            gF_l, gF_h = _per_step(gF_all), _per_step(gF_all[:, :H])
         gFh_l = _per_step(gFh) if H else ()
         gFe_l, gA_l, gEo_l = (_per_step(gFe), _per_step(gA), _per_step(gEo)) if K else ((), (), ())
         if K:
@@ -325,9 +326,8 @@ class _Sequence(torch.autograd.Function):
             gPl = [_per_step(g) for g in gP]
         for t in reversed(range(T)):
             if H and K:
-                torch.add(gFh_l[t], gh, out=gf_buf[:H])
-                gf_buf[H:].copy_(gFe_l[t])
-                gf = gf_buf
+                gF_h[t].add_(gh)
+                gf = gF_l[t]
             elif H:
                 gf = gFh_l[t] + gh
             else:
@@ -337,14 +337,15 @@ class _Sequence(torch.autograd.Function):
                 gS, ge_x, gde_x = _gru_bwd(v, t, gf, gd, WaT, WbT, gv, H, M, K, n)
             else:
                 gS, ge_x, gde_x = _vanilla_bwd(buf, t, Sl[t][:, :n], gf, gd, WaT, None, F, gG, None, H, M, K, relu, n)
+            gS_h, gS_e, gS_t = (gv.gS_h, gv.gS_e, gv.gS_t) if gru else (gS[:H], gS[H:M], gS[M:])
             if H:
-                gh = gS[:H]
+                gh = gS_h
             if K:
-                ge = torch.add(gd, gS[H:M])  # a = e + d, and e's rows of the stacked products
+                ge = torch.add(gd, gS_e)  # a = e + d, and e's rows of the stacked products
                 ge.add_(gEo_l[t])
                 if ge_x is not None:
                     ge.add_(ge_x)
-                gde = gS[M:] if gde_x is None else gde_x.add_(gS[M:])
+                gde = gS_t if gde_x is None else gde_x.add_(gS_t)
                 ge.sub_(gde)  # ds = a_{t-1} - e
                 g = ge
                 for layer in reversed(range(L)):
