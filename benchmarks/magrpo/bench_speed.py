@@ -11,6 +11,10 @@ completion on prompt + completion (tokens after EOS included, as the library doe
 backward per completion, one AdamW step per agent. Same models, same settings: 2 agents,
 G = 4, aligned, single turn, a constant reward (so both variants do identical work).
 
+All models are built with dropout 0 (residual, embedding and attention; as Qwen-class
+models have), in every arm: ours, per-sequence and TRL sample and update the same function,
+and our fast decoding path (which refuses active dropout) applies.
+
 Each (variant, size) runs in its own subprocess so the peak resident memory (ru_maxrss)
 is its own. Prints a table and writes results.json + results.md next to this file
 (under results/).
@@ -101,11 +105,17 @@ def run_one(variant: str, size: str, steps: int, device: str) -> dict:
         step = tr.step
         from auxfn.magrpo import trainer as trainer_mod
 
-        real_gen, real_upd = trainer_mod.generate_group, tr._update_agent
+        real_gen, real_joint, real_upd = trainer_mod.generate_group, trainer_mod.generate_joint, tr._update_agent
 
         def gen(*a, **k):
             t0 = time.perf_counter()
             out = real_gen(*a, **k)
+            PHASES["generate"] += time.perf_counter() - t0
+            return out
+
+        def joint(*a, **k):  # all agents in one decoding loop (the default where the agents allow it)
+            t0 = time.perf_counter()
+            out = real_joint(*a, **k)
             PHASES["generate"] += time.perf_counter() - t0
             return out
 
@@ -115,7 +125,7 @@ def run_one(variant: str, size: str, steps: int, device: str) -> dict:
             PHASES["update"] += time.perf_counter() - t0
             return out
 
-        trainer_mod.generate_group, tr._update_agent = gen, upd
+        trainer_mod.generate_group, trainer_mod.generate_joint, tr._update_agent = gen, joint, upd
     else:
         opts = [torch.optim.AdamW(a.parameters(), lr=1e-4) for a in agents]
         step = lambda: _per_sequence_step(agents, opts, tok, prompts, 4, new_tokens)  # noqa: E731

@@ -216,3 +216,89 @@ def test_disable_dropout_config(tok):
 
     with pytest.raises(ConfigError, match="disable_dropout"):
         MAGRPOConfig(disable_dropout="yes")
+
+
+# ---------------------------------------------------------------- several agents decoded together
+@pytest.mark.parametrize("kind", ["gpt2", "llama-gqa-bias-rope-linear", "qwen3"])
+def test_joint_logits_equal_each_models_forward(tok, kind):
+    """Stacked decoding of 2 models: agent i's rows equal model i's own forward (float64, 1e-10)."""
+    models = []
+    for seed in (3, 4):
+        torch.manual_seed(seed)
+        m = _model(tok, kind).double().eval()
+        with torch.no_grad():  # distinct weights for every agent
+            for p in m.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        models.append(m)
+    prompts = [["ab:", "q"], ["f(x)=3*x\n", "ab"]]  # agent-major rows, different lengths across agents
+    enc = tok([p for ps in prompts for p in ps], return_tensors="pt", padding=True)
+    ids, am = enc["input_ids"], enc["attention_mask"]
+    P, n = ids.shape[1], 5
+    cont = torch.randint(5, 40, (4, n), generator=torch.Generator().manual_seed(2))
+    full, fm = torch.cat([ids, cont], 1), torch.cat([am, torch.ones_like(cont)], 1)
+    pos = (fm.cumsum(1) - 1).clamp(min=0)
+    dec = FastDecoder(models, 2, P + n)
+    got = [dec.prefill(ids, am, pos[:, :P])]
+    for t in range(n):
+        got.append(dec.step(cont[:, t], pos[:, P + t : P + t + 1]))
+    got = torch.stack(got, 1)
+    for i, m in enumerate(models):
+        rows = slice(2 * i, 2 * i + 2)
+        with torch.no_grad():
+            want = m(input_ids=full[rows], attention_mask=fm[rows], position_ids=pos[rows]).logits[:, P - 1 : P + n]
+        torch.testing.assert_close(got[rows], want, rtol=0, atol=1e-10)
+
+
+def test_joint_greedy_equals_one_model_at_a_time_and_refusals(tok):
+    models = [tiny_causal_lm(tok, arch="llama", hidden_size=32, seed=s).double().eval() for s in (5, 6)]
+    enc = tok(["ab:", "ab:", "f(x)=", "f(x)="], return_tensors="pt", padding=True)
+    kw = dict(max_new_tokens=12, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, greedy=True)
+    joint = sampling.lean_generate(models, enc["input_ids"], enc["attention_mask"], fast=True, **kw)
+    apart = torch.cat([sampling.lean_generate(m, enc["input_ids"][2 * i : 2 * i + 2], enc["attention_mask"][2 * i : 2 * i + 2], fast=False, **kw)
+                       for i, m in enumerate(models)])
+    T = max(joint.shape[1], apart.shape[1])
+    pad = lambda x: torch.nn.functional.pad(x, (0, T - x.shape[1]), value=tok.pad_token_id)  # noqa: E731
+    assert torch.equal(pad(joint), pad(apart))
+    from auxfn.magrpo.fastdecode import joint_refusal
+
+    other = tiny_causal_lm(tok, arch="llama", hidden_size=48, seed=7).double().eval()
+    assert "differ" in joint_refusal([models[0], other])
+    assert "differ" in joint_refusal([models[0], models[1].float()])
+    with pytest.raises(ValueError, match="no fast decoding path"):
+        sampling.lean_generate([models[0], other], enc["input_ids"], enc["attention_mask"], fast=True, **kw)
+    # auto falls back to one model after the other
+    mixed = sampling.lean_generate([models[0], other], enc["input_ids"], enc["attention_mask"], **kw)
+    assert torch.equal(pad(mixed)[:2], pad(apart)[:2])
+
+
+def test_trainer_samples_all_agents_together_when_it_can(tok, monkeypatch):
+    from auxfn.magrpo import trainer as trainer_mod
+
+    calls = {"joint": 0, "group": 0}
+    real_joint, real_group = trainer_mod.generate_joint, trainer_mod.generate_group
+
+    def joint(*a, **k):
+        calls["joint"] += 1
+        return real_joint(*a, **k)
+
+    def group(*a, **k):
+        calls["group"] += 1
+        return real_group(*a, **k)
+
+    monkeypatch.setattr(trainer_mod, "generate_joint", joint)
+    monkeypatch.setattr(trainer_mod, "generate_group", group)
+    data = [{"x": 0}]
+    reward = lambda a, b: [float(len(x) - len(y)) for x, y in zip(a, b)]  # noqa: E731
+    agents = [tiny_causal_lm(tok, arch="llama", hidden_size=32, seed=i) for i in range(2)]
+    cfg = MAGRPOConfig(num_generations=3, max_completion_length=6, max_steps=1)
+    tr = MAGRPOTrainer(agents, cfg, data, reward, [lambda _: "ab:", lambda _: "long prompt:"], processing_class=tok)
+    m = tr.step()
+    assert calls == {"joint": 1, "group": 0} and m["completions/mean_length"] >= 1
+    assert trainer_mod.joint_generation_refusal(tr.agents, tr.tokenizers, cfg) is None
+    # different configurations: one agent after the other
+    agents = [tiny_causal_lm(tok, arch="llama", hidden_size=32, seed=0), tiny_causal_lm(tok, arch="llama", hidden_size=48, seed=1)]
+    tr = MAGRPOTrainer(agents, cfg, data, reward, [lambda _: "ab:", lambda _: "long prompt:"], processing_class=tok)
+    tr.step()
+    assert calls == {"joint": 1, "group": 2}
+    gen_cfg = MAGRPOConfig(num_generations=3, max_completion_length=6, generation_backend="generate")
+    assert "generate" in trainer_mod.joint_generation_refusal(tr.agents, tr.tokenizers, gen_cfg)
