@@ -6,7 +6,9 @@
 GRU, T=25, 3-bit flip-flop batches at (n=100, B=256) and (n=64, B=64): the median seconds per training
 step (forward, backward, clipping, Adam) of the JSLDS on the current path, of the JSLDS on the baseline
 file's ``sequence_forward`` (same models, same batches, one step of each in turn) and of the plain RNN on
-the current path. Prints ``baseline / current`` and ``current JSLDS / RNN``; writes results.json into
+the current path, in wall seconds and in CPU seconds of the calling thread (``time.thread_time``; with
+one thread all the work runs there, and CPU time is less sensitive than wall time to other jobs taking
+the core, though not to their cache pollution). Prints ``baseline / current`` and ``current JSLDS / RNN``; writes results.json into
 --out (default benchmarks/jslds/results/compare_fused).
 """
 
@@ -55,19 +57,24 @@ def main() -> None:
         systems = {"jslds": (*make(GRUCell, n), new_fn, True), "jslds_baseline": (*make(GRUCell, n), base.sequence_forward, True),
                    "rnn": (*make(GRUCell, n), new_fn, False)}
         times = {k: [] for k in systems}
+        cpu = {k: [] for k in systems}
         try:
             for i in range(args.repeats + 3):
                 for k, (model, opt, fn, jslds) in systems.items():
                     current.sequence_forward = fn  # JSLDS._forward_sequence looks it up at each call
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.thread_time()
                     train_step(model, opt, batches[i % 4], jslds)
                     if i >= 3:
                         times[k].append(time.perf_counter() - t0)
+                        cpu[k].append(time.thread_time() - c0)
         finally:
             current.sequence_forward = new_fn
         med = {k: median(v) for k, v in times.items()}
+        mcpu = {k: median(v) for k, v in cpu.items()}
         row = {"n": n, "B": B, "threads": args.threads, **{f"{k}_s": v for k, v in med.items()},
-               "baseline_over_current": med["jslds_baseline"] / med["jslds"], "jslds_over_rnn": med["jslds"] / med["rnn"]}
+               "baseline_over_current": med["jslds_baseline"] / med["jslds"], "jslds_over_rnn": med["jslds"] / med["rnn"],
+               **{f"{k}_cpu_s": v for k, v in mcpu.items()},
+               "baseline_over_current_cpu": mcpu["jslds_baseline"] / mcpu["jslds"], "jslds_over_rnn_cpu": mcpu["jslds"] / mcpu["rnn"]}
         rows.append(row)
         print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

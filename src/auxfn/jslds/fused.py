@@ -286,6 +286,7 @@ class _Sequence(torch.autograd.Function):
                 if K:
                     torch.add(Se[t], d, out=A[t])
         ctx.spec, ctx.buf, ctx.dims = spec, buf, (B, n, T, H, M, K, m)
+        ctx.views = (Sl, v, (Se, Zl) if K else None)  # the per-step views, reused by backward
         ctx.save_for_backward(s0, Wa, Wb, S, F, A, *Zs, *Em)
         ctx.n_hidden = len(Zs)
         empty = s0.new_empty(0)
@@ -311,9 +312,8 @@ class _Sequence(torch.autograd.Function):
         WaT = Wa[:n].T.contiguous()
         WbT = Wb[:n].T.contiguous() if gru else None
         EmT = [w.T.contiguous() for w in Em]
-        Sl = _per_step(S)
+        Sl, v, e_views = ctx.views
         if gru:
-            v = _gru_views(buf, S, H, M, K, n)
             gv = _gru_grad_views(s0, gG, gCC, T, R, H, M, K, n)
         if H and K:  # the RNN rows' incoming gradients gain gh at each step: one stacked buffer of our own
             gF_all = torch.cat([gFh, gFe], 1)
@@ -321,8 +321,7 @@ class _Sequence(torch.autograd.Function):
         gFh_l = _per_step(gFh) if H else ()
         gFe_l, gA_l, gEo_l = (_per_step(gFe), _per_step(gA), _per_step(gEo)) if K else ((), (), ())
         if K:
-            Se = _per_step(S[:, H:M, :n])
-            Zl = [_per_step(Z) for Z in Zs]
+            Se, Zl = e_views
             gPl = [_per_step(g) for g in gP]
         for t in reversed(range(T)):
             if H and K:
