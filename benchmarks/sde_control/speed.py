@@ -1,8 +1,10 @@
 """Speed: one ES step (vectorised generator vs one backward pass per batch entry), AS time to
 zero violation, ES time to stop, and simulation throughput (step-by-step loop, fast engine,
-Picard engine; a window/tolerance grid of the Picard engine; optionally torch.compile of one step).
+Picard engine, compiled engine; a window/tolerance grid of the Picard engine; the compiled
+engine's unroll, float32 and the arithmetic floor of the 39-d case; optionally torch.compile of one step).
 
-    .venv/bin/python benchmarks/sde_control/speed.py [--quick] [--only es,train,sim,grid,compile]
+    .venv/bin/python benchmarks/sde_control/speed.py [--quick] [--threads N]
+        [--only es,train,sim,grid,unroll,f32,floor,compile]
 
 Prints a table and writes results/speed.json and results/speed.md next to this file.
 """
@@ -151,16 +153,25 @@ def _max_dev(a, b) -> float:
     return float(((a.xs - b.xs).abs() / (1.0 + b.xs.abs())).nan_to_num(0.0).max())
 
 
-def bench_sim(label, sde, x0, dt, n_steps, *, window=128, tol=1e-13, engines=("reference", "fast", "picard"),
-              reps=2) -> dict:
+ENGINES = ("reference", "fast", "picard", "compiled")
+
+
+def bench_sim(label, sde, x0, dt, n_steps, *, window=128, tol=1e-13, unroll=32, engines=ENGINES, reps=2,
+              dtype=torch.float64) -> dict:
     """The engines in one process on the same model, x0 and noise, interleaved; the best of ``reps`` runs each.
-    Deviations are measured against the step-by-step loop (recorded every 100 steps)."""
+    Deviations are measured against the step-by-step loop (recorded every 100 steps). The compiled engine's
+    warm-up call compiles (or loads inductor's cache): its time is reported as ``compile_s``."""
     paths = x0.shape[0]
     res = {"case": label, "system": sde.name, "d": sde.dim, "paths": paths, "dt": dt, "steps": n_steps,
-           "window": window, "tol": tol}
-    kw = dict(dt=dt, record_every=100, window=window, tol=tol)
+           "window": window, "tol": tol, "unroll": unroll, "dtype": str(dtype).replace("torch.", "")}
+    kw = dict(dt=dt, record_every=100, window=window, tol=tol, unroll=unroll, dtype=dtype)
     for engine in engines:
-        simulate(sde, x0, n_steps=200, engine=engine, **kw)  # warm-up
+        t0 = time.perf_counter()
+        w = simulate(sde, x0, n_steps=max(200, unroll), engine=engine, **kw)  # warm-up
+        if engine == "compiled":
+            res["compile_s"] = time.perf_counter() - t0
+            if "compile_error" in w.info:
+                raise RuntimeError(f"compiled engine fell back: {w.info['compile_error']}")
     times: dict[str, list[float]] = {e: [] for e in engines}
     out = {}
     for _ in range(reps):
@@ -177,6 +188,10 @@ def bench_sim(label, sde, x0, dt, n_steps, *, window=128, tol=1e-13, engines=("r
             res[f"{engine}_max_rel_dev"] = _max_dev(out[engine], out["reference"])
     if "picard" in out:
         res["picard_info"] = out["picard"].info
+    if "compiled" in out:
+        res["compiled_info"] = out["compiled"].info
+        if "fast" in times:
+            res["compiled_vs_fast"] = res["fast_s"] / res["compiled_s"]
     if "reference" in times and "fast" in times:
         res["fast_vs_reference"] = res["reference_s"] / res["fast_s"]
     if "picard" in times and "fast" in times:
@@ -242,7 +257,75 @@ def bench_compile_step(n_steps: int = 20000, paths: int = 20) -> dict:
             "steps": n_steps, "paths": paths}
 
 
-SECTIONS = ("es", "train", "sim", "grid", "compile")
+def bench_unroll(q: bool) -> list[dict]:
+    """Steps per compiled call: harmonic (trained AS, 20 paths, dt 1e-4) and the 39-d Stuart-Landau network, each
+    next to the fast engine in the same loop; the compile time of each unroll (a fresh graph each)."""
+    sde, x0 = _trained_harmonic(20)
+    sl, x0s = _sim_setup("stuart", (80,), 20, n=20)
+    rows = []
+    for label, m, x, n, unrolls in (("harmonic", sde, x0, 5000 if q else 20000, (16, 32, 64)),
+                                    ("Stuart-Landau 39-d", sl, x0s, 1000 if q else 3000, (16, 32, 64))):
+        for u in unrolls:
+            r = bench_sim(f"{label}, unroll {u}", m, x, 1e-4, n, unroll=u, engines=("fast", "compiled"))
+            rows.append(r)
+    return rows
+
+
+def bench_f32(q: bool) -> list[dict]:
+    """float32 against float64 (the default): fast and compiled engines, harmonic and 39-d, 20 paths. Deviations of
+    the float32 runs are taken against the float64 loop."""
+    sde, x0 = _trained_harmonic(20)
+    sl, x0s = _sim_setup("stuart", (80,), 20, n=20)
+    rows = []
+    for label, m, x, n in (("harmonic, trained AS, dt 1e-4", sde, x0, 5000 if q else 20000),
+                           ("Stuart-Landau n = 20 (39-d), MLP (80) x 0.1", sl, x0s, 1000 if q else 3000)):
+        ref = simulate(m, x, dt=1e-4, n_steps=n, record_every=100, engine="reference")
+        for dtype in (torch.float64, torch.float32):
+            r = bench_sim(label, m, x, 1e-4, n, engines=("fast", "compiled"), dtype=dtype)
+            for e in ("fast", "compiled"):
+                out = simulate(m, x, dt=1e-4, n_steps=n, record_every=100, engine=e, dtype=dtype)
+                r[f"{e}_max_rel_dev_vs_f64_loop"] = _max_dev(out, ref)
+            rows.append(r)
+    return rows
+
+
+def bench_floor() -> dict:
+    """The arithmetic floor of one path-step of the 39-d case (Stuart-Landau n = 20, MLP 39-80-39 controller):
+    FLOPs of the controller and the drift per path-step, and float64 matmul throughput on this CPU at the
+    controller's shapes, for 20 rows (one step of 20 paths, per call: what the engines face) and for 20 480 rows
+    (the same product over many rows: BLAS throughput without per-call overhead)."""
+    d, h, n = 39, 80, 20
+    # controller: two layers (2 d h multiply-adds each = 4 d h FLOPs), the ReLU (h), the product NN(x) * x (d)
+    ctrl = 4 * d * h + h + 2 * d
+    # drift (systems.StuartLandau.f0, per path): theta = dtheta U ((n-1) x n: 2 (n-1) n), cos and sin (2n, counted as
+    # one FLOP each), rho cos/sin means (4n), A, B (4), P, Q (6n), drho (4n), dtheta (5n), dtheta D (2 n (n-1))
+    drift = 2 * (n - 1) * n + 2 * n + 4 * n + 4 + 6 * n + 4 * n + 5 * n + 2 * n * (n - 1)
+    step = 4 * d  # z + F dt + G dW (diagonal noise)
+    flops = ctrl + drift + step
+    out = {"d": d, "hidden": h, "controller_flops": ctrl, "drift_flops": drift, "step_flops": step,
+           "flops_per_path_step": flops}
+    W1 = torch.randn(d, h, dtype=torch.float64)
+    W2 = torch.randn(h, d, dtype=torch.float64)
+    for rows, reps in ((20, 20000), (20480, 20)):
+        z = torch.randn(rows, d, dtype=torch.float64)
+        a = torch.empty(rows, h, dtype=torch.float64)
+        b = torch.empty(rows, d, dtype=torch.float64)
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                torch.mm(z, W1, out=a)
+                torch.mm(a, W2, out=b)
+            best = min(best, (time.perf_counter() - t0) / reps)
+        gflops = 4 * rows * d * h / best / 1e9
+        out[f"mm_{rows}_rows_s"] = best
+        out[f"mm_{rows}_rows_gflops"] = gflops
+        # path-steps/s if the whole step ran at this rate
+        out[f"floor_{rows}_rows_path_steps_per_s"] = gflops * 1e9 / flops
+    return out
+
+
+SECTIONS = ("es", "train", "sim", "grid", "unroll", "f32", "floor", "compile")
 
 
 def simulation_cases(q: bool) -> list[dict]:
@@ -261,18 +344,24 @@ def simulation_cases(q: bool) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repetitions and steps")
-    ap.add_argument("--only", default="es,train,sim,grid",
+    ap.add_argument("--only", default="es,train,sim,grid,floor",
                     help=f"comma-separated sections of {SECTIONS} (compile: torch.compile of one Euler step, ~1 min)")
     ap.add_argument("--tag", default="", help="suffix of the output files (speed<tag>.json / .md)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = ap.parse_args()
     only = [x for x in args.only.split(",") if x]
     bad = [x for x in only if x not in SECTIONS]
     if bad:
         ap.error(f"--only: unknown section(s) {bad}; choose from {SECTIONS}")
-    torch.set_num_threads(1)
+    if args.threads < 1:
+        ap.error(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     q = args.quick
     res: dict = {"command": "benchmarks/sde_control/speed.py " + " ".join(
-        a for a in [("--quick" if q else ""), f"--only {args.only}", f"--tag={args.tag}" if args.tag else ""] if a)}
+        a for a in [("--quick" if q else ""), f"--only {args.only}", f"--tag={args.tag}" if args.tag else "",
+                    f"--threads {args.threads}" if args.threads != 1 else ""] if a),
+        "threads": args.threads}
+    t_start = time.perf_counter()
     if "es" in only:
         res["es_step"] = [bench_es_step(2, 10 if q else 30, 1 if q else 3), bench_es_step(3, 10 if q else 30, 1 if q else 3)]
     if "train" in only:
@@ -285,8 +374,15 @@ def main() -> None:
         res["simulation"] = simulation_cases(q)
     if "grid" in only:
         res["picard_grid"] = bench_picard_grid(5000 if q else 10000)
+    if "unroll" in only:
+        res["unroll"] = bench_unroll(q)
+    if "f32" in only:
+        res["f32"] = bench_f32(q)
+    if "floor" in only:
+        res["floor"] = bench_floor()
     if "compile" in only:
         res["compile_step"] = bench_compile_step(5000 if q else 20000)
+    res["wall_s"] = time.perf_counter() - t_start
     OUT.mkdir(exist_ok=True)
     if "train" in only:
         plot_loss_curves(res)
@@ -297,7 +393,11 @@ def main() -> None:
 
 
 def render(res: dict) -> str:
-    lines = ["# sde_control speed (1 torch thread, CPU)", "", f"Command: `.venv/bin/python {res['command']}`"]
+    th = res.get("threads", 1)
+    lines = [f"# sde_control speed ({th} torch thread{'s' if th > 1 else ''}, CPU)", "",
+             f"Command: `.venv/bin/python {res['command']}`"]
+    if "wall_s" in res:
+        lines += ["", f"Wall time of the command: {res['wall_s']:.0f} s."]
     if "es_step" in res:
         lines += ["", "## One ES-ICNN step, N = 500 (forward + backward + Adam)", "",
                   "| d | ours (s) | one backward per entry (s) | speed-up |", "|---|---|---|---|"]
@@ -320,19 +420,51 @@ def render(res: dict) -> str:
     if "simulation" in res:
         lines += ["", "## Simulation throughput (Euler–Maruyama, float64, MLP controller; engines interleaved in one "
                   "process on the same model, x0 and noise; best of 2)", "",
-                  "| case | d | paths | steps | reference loop | fast engine | Picard engine (window) | Picard / fast | "
-                  "Picard steps per sweep | Picard fallback steps | max rel. deviation from the loop (fast / Picard) | "
-                  "diverged (ref / fast / Picard) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| case | d | paths | steps | reference loop | fast engine | Picard engine (window) | compiled engine "
+                  "(unroll) | Picard / fast | compiled / fast | compile s (first call) | Picard steps per sweep | "
+                  "Picard fallback steps | max rel. deviation from the loop (fast / Picard / compiled) | "
+                  "diverged (ref / fast / Picard / compiled) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["simulation"]:
             info = r.get("picard_info", {})
             lines.append(
                 f"| {r['case']} | {r['d']} | {r['paths']} | {r['steps']} | {r['reference_path_steps_per_s']:.3g} | "
                 f"{r['fast_path_steps_per_s']:.3g} | {r['picard_path_steps_per_s']:.3g} ({r['window']}) | "
-                f"{r['picard_vs_fast']:.2f}x | {info.get('steps_per_sweep', 0):.1f} | {info.get('fallback_steps', '-')} | "
-                f"{r['fast_max_rel_dev']:.1e} / {r['picard_max_rel_dev']:.1e} | "
-                f"{r['reference_diverged']} / {r['fast_diverged']} / {r['picard_diverged']} |")
+                f"{r['compiled_path_steps_per_s']:.3g} ({r['unroll']}) | "
+                f"{r['picard_vs_fast']:.2f}x | {r['compiled_vs_fast']:.2f}x | {r['compile_s']:.1f} | "
+                f"{info.get('steps_per_sweep', 0):.1f} | {info.get('fallback_steps', '-')} | "
+                f"{r['fast_max_rel_dev']:.1e} / {r['picard_max_rel_dev']:.1e} / {r['compiled_max_rel_dev']:.1e} | "
+                f"{r['reference_diverged']} / {r['fast_diverged']} / {r['picard_diverged']} / {r['compiled_diverged']} |")
         lines += ["", "Throughputs in path-steps per second. Official generator: about 100 µs per path-step with a "
-                  "network controller (one path at a time). Goal: >= 1e6 path-steps/s with 20 paths."]
+                  "network controller (one path at a time). Goal: >= 1e6 path-steps/s with 20 paths. 'compile s': "
+                  "the compiled engine's first (warm-up) call, which compiles, or loads inductor's on-disk cache "
+                  "when an earlier process compiled the same graph."]
+    if "unroll" in res:
+        lines += ["", "## Compiled engine: steps per call (20 paths, dt = 1e-4, float64; fast engine in the same loop)", "",
+                  "| case | compiled path-steps/s | fast path-steps/s | compiled / fast | compile s (first call) | "
+                  "max rel. deviation from the loop |", "|---|---|---|---|---|---|"]
+        for r in res["unroll"]:
+            lines.append(f"| {r['case']} | {r['compiled_path_steps_per_s']:.3g} | {r['fast_path_steps_per_s']:.3g} | "
+                         f"{r['compiled_vs_fast']:.2f}x | {r['compile_s']:.1f} | {r['compiled_max_rel_dev']:.1e} |")
+    if "f32" in res:
+        lines += ["", "## float32 against float64 (20 paths, dt = 1e-4; deviations against the float64 loop)", "",
+                  "| case | dtype | fast path-steps/s | compiled path-steps/s (unroll) | compiled / fast | compile s | "
+                  "max rel. deviation (fast / compiled) | diverged (fast / compiled) |", "|---|---|---|---|---|---|---|---|"]
+        for r in res["f32"]:
+            lines.append(f"| {r['case']} | {r['dtype']} | {r['fast_path_steps_per_s']:.3g} | "
+                         f"{r['compiled_path_steps_per_s']:.3g} ({r['unroll']}) | {r['compiled_vs_fast']:.2f}x | "
+                         f"{r['compile_s']:.1f} | {r['fast_max_rel_dev_vs_f64_loop']:.1e} / "
+                         f"{r['compiled_max_rel_dev_vs_f64_loop']:.1e} | {r['fast_diverged']} / {r['compiled_diverged']} |")
+    if "floor" in res:
+        f = res["floor"]
+        lines += ["", "## Arithmetic floor of the 39-d case (Stuart–Landau n = 20, MLP 39-80-39 controller)", "",
+                  f"FLOPs per path-step: controller {f['controller_flops']}, drift {f['drift_flops']}, step "
+                  f"{f['step_flops']}; total {f['flops_per_path_step']}.", "",
+                  "| float64 products (39->80->39) | time per pair of products | GFLOP/s | path-steps/s if the whole step "
+                  "ran at this rate |", "|---|---|---|---|",
+                  f"| 20 rows (one step of 20 paths, one call each) | {f['mm_20_rows_s'] * 1e6:.2f} µs | "
+                  f"{f['mm_20_rows_gflops']:.2f} | {f['floor_20_rows_path_steps_per_s']:.3g} |",
+                  f"| 20 480 rows (BLAS throughput) | {f['mm_20480_rows_s'] * 1e3:.2f} ms | "
+                  f"{f['mm_20480_rows_gflops']:.2f} | {f['floor_20480_rows_path_steps_per_s']:.3g} |"]
     if "picard_grid" in res:
         lines += ["", "## Picard window and tolerance (harmonic, trained AS, 20 paths, dt = 1e-4)", "",
                   "| window | tol | Picard path-steps/s | fast path-steps/s (same loop) | Picard / fast | steps per sweep | "

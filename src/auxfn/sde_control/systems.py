@@ -316,10 +316,21 @@ class ControlledSDE(nn.Module):
 # controllers (inner sizes 2-80) BLAS is several times faster with the long dimension last
 # (measured 4-6x at 2560 rows, float64); the Picard engine evaluates thousands of rows at once.
 _FEATURE_MAJOR_ROWS = 256
+# While torch.compile traces (the compiled simulation engine), products with an inner size up to this
+# are written as a broadcast product and a sum, which inductor fuses with the surrounding elementwise
+# code into its own loops instead of calling BLAS once per product (at 20 rows the call, not the
+# arithmetic, is the cost). Set from measurements (benchmarks/sde_control/speed.py, section unroll).
+_COMPILED_SUM_INNER = 16
+
+
+def _small_product(z: Tensor, Wt: Tensor) -> Tensor:
+    return (z.unsqueeze(-1) * Wt).sum(-2)
 
 
 def rows_matmul(z: Tensor, Wt: Tensor) -> Tensor:
     """z @ Wt for z (B, i), Wt (i, o), in the faster memory layout for large B (same values up to rounding)."""
+    if Wt.shape[0] <= _COMPILED_SUM_INNER and torch.compiler.is_compiling():
+        return _small_product(z, Wt)
     if z.shape[0] >= _FEATURE_MAJOR_ROWS:
         return torch.mm(Wt.t(), z.t()).t()
     return torch.mm(z, Wt)
@@ -342,6 +353,16 @@ def _lean_mlp(seq: nn.Module) -> Callable[[Tensor], Tensor] | None:
             return None
 
     def run(h: Tensor) -> Tensor:
+        if torch.compiler.is_compiling():  # see _COMPILED_SUM_INNER
+            for kind, Wt, b, _, _ in ops:
+                if kind == "linear":
+                    if Wt.shape[0] <= _COMPILED_SUM_INNER:
+                        h = _small_product(h, Wt) if b is None else _small_product(h, Wt) + b
+                    else:
+                        h = torch.mm(h, Wt) if b is None else torch.addmm(b, h, Wt)
+                else:
+                    h = h.relu() if kind == "relu" else h.tanh()
+            return h
         if h.shape[0] >= _FEATURE_MAJOR_ROWS:
             g = h.t()  # (features, rows): see rows_matmul
             for kind, _, _, W, bcol in ops:
