@@ -98,17 +98,22 @@ def median(v):
     return v[len(v) // 2]
 
 
-def time_interleaved(systems: dict, batches, repeats: int, warmup: int = 3) -> dict[str, float]:
-    """Median seconds per step of each system, stepping them in turn on the same batches."""
+def time_interleaved(systems: dict, batches, repeats: int, warmup: int = 3) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall seconds and median CPU seconds of the calling thread (``time.thread_time``) per
+    step of each system, stepping them in turn on the same batches. With one torch thread all the
+    work runs on the calling thread, and its CPU time is less sensitive than wall time to other
+    jobs taking the core (not to their cache pollution); with more threads it misses the others'."""
     times = {k: [] for k in systems}
+    cpu = {k: [] for k in systems}
     for i in range(repeats + warmup):
         batch = batches[i % len(batches)]
         for name, (model, opt, jslds, fn) in systems.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             train_step(model, opt, batch, jslds, fn)
             if i >= warmup:
                 times[name].append(time.perf_counter() - t0)
-    return {k: median(v) for k, v in times.items()}
+                cpu[name].append(time.thread_time() - c0)
+    return {k: median(v) for k, v in times.items()}, {k: median(v) for k, v in cpu.items()}
 
 
 def time_to_fixed_points(n_states: int, jslds_run, standard_run, fp_iters: int) -> dict:
@@ -181,7 +186,7 @@ def main() -> None:
                 train_step(cm, copt, batches[0], True, fn)
                 compile_s = time.perf_counter() - t0
                 systems["jslds_compiled"] = (cm, copt, True, fn)
-            t = time_interleaved(systems, batches, args.repeats)
+            t, tc = time_interleaved(systems, batches, args.repeats)
             fj = count_flops(systems["jslds"][0], batches[0], True)
             fr = count_flops(systems["rnn"][0], batches[0], False)
             fjs = count_flops(systems["jslds_stepwise"][0], batches[0], True)
@@ -200,6 +205,8 @@ def main() -> None:
                 "rnn_fraction_of_matmul_peak": fr / t["rnn"] / 1e9 / peaks[threads],
                 "step_matmul_gflops": step_mm,
             }
+            if threads == 1:  # CPU seconds of the one working thread (see time_interleaved)
+                row.update(jslds_cpu_s=tc["jslds"], rnn_cpu_s=tc["rnn"], jslds_over_rnn_cpu=tc["jslds"] / tc["rnn"])
             if args.compile:
                 row.update(jslds_compiled_s=t["jslds_compiled"], compile_seconds=compile_s,
                            speedup_vs_official_compiled=OFFICIAL_JAX[(n, B)] / t["jslds_compiled"])
@@ -241,6 +248,11 @@ def main() -> None:
     lines += ["", f"Time to fixed points ({fp['source']}), N = {fp['n_states']} states: one pass of E "
               f"{fp['seconds_expansion_pass']:.4f} s; find_fixed_points ({fp['fp_iters']} Adam iterations + Newton) "
               f"{fp['seconds_find_fixed_points']:.2f} s ({fp['ratio']:.0f}x), {fp['n_fixed_points_kept']} fixed points kept."]
+    cpu_rows = [r for r in rows if "jslds_cpu_s" in r]
+    if cpu_rows:
+        lines += ["", "CPU seconds of the working thread per step (1 thread; less sensitive to load than wall time):", "",
+                  "| n | B | JSLDS CPU s/step | RNN CPU s/step | JSLDS/RNN (CPU) |", "|---|---|---|---|---|"]
+        lines += [f"| {r['n']} | {r['B']} | {r['jslds_cpu_s']:.4f} | {r['rnn_cpu_s']:.4f} | {r['jslds_over_rnn_cpu']:.2f} |" for r in cpu_rows]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
