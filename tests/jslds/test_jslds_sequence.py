@@ -228,3 +228,23 @@ def test_tanh_of_doubled_equals_tanh():
     x = 2 * z32
     out = _tanh_of_doubled_(x)
     assert out.data_ptr() == x.data_ptr()  # in place
+
+
+@pytest.mark.parametrize("kind", ["gru", "tanh"])
+@pytest.mark.parametrize("run_rnn,run_jslds", [(True, True), (False, True), (True, False)])
+def test_sequence_path_with_expanded_incoming_gradients(kind, run_rnn, run_jslds):
+    """A loss that sums the trajectories hands the Function stride-0 (expanded) gradients, which
+    the backward must read without writing into them: same gradients as per-step autograd."""
+    g = torch.Generator().manual_seed(3)
+    fast, slow = _models(kind, 5, 3, 2, torch.float64, g)
+    x = torch.randn(4, 6, 3, generator=g, dtype=torch.float64)
+    grads = []
+    for model in (fast, slow):
+        model.zero_grad()
+        tr = model(x, run_rnn=run_rnn, run_jslds=run_jslds)
+        parts = [t for t in (tr.h, tr.a, tr.e, tr.F_e) if t is not None]
+        sum((i + 1) * t.sum() for i, t in enumerate(parts)).backward()
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+    assert set(grads[0]) == set(grads[1])
+    for k in grads[1]:
+        assert _rel(grads[0][k], grads[1][k]) < 1e-10, k
