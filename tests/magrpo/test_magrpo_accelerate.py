@@ -23,7 +23,10 @@ def _run(steps=2, **kw):
     return tr, log
 
 
-def test_accelerator_cpu_single_process_equals_plain_path():
+def test_accelerator_cpu_single_process_equals_plain_path(monkeypatch):
+    # the accelerate path updates agent by agent; compare it with the plain per-agent update
+    # (the plain trainer's stacked update of both agents is compared with it in test_magrpo_fastdecode)
+    monkeypatch.setattr(MAGRPOTrainer, "_joint_update_ok", lambda self, per_agent: False)
     plain, log_p = _run()
     acc = accelerate.Accelerator(cpu=True)
     prepared, log_a = _run(accelerator=acc)

@@ -302,3 +302,59 @@ def test_trainer_samples_all_agents_together_when_it_can(tok, monkeypatch):
     assert calls == {"joint": 1, "group": 2}
     gen_cfg = MAGRPOConfig(num_generations=3, max_completion_length=6, generation_backend="generate")
     assert "generate" in trainer_mod.joint_generation_refusal(tr.agents, tr.tokenizers, gen_cfg)
+
+
+# ---------------------------------------------------------------- the update through the stacked forward
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_joint_logprobs_and_gradients_equal_per_agent_float64(tok, arch):
+    import copy
+
+    from auxfn.magrpo.losses import token_logprobs, token_logprobs_joint
+
+    models = [tiny_causal_lm(tok, arch=arch, hidden_size=32, seed=s, dropout=0.0).double() for s in (1, 2)]
+    refs = [copy.deepcopy(m) for m in models]
+    for prompts in (["ab:"] * 4, ["ab:", "f(x)=3*x\n", "q", "ab:"]):
+        enc = tok(prompts, return_tensors="pt", padding=True)
+        c = torch.randint(5, 40, (4, 6), generator=torch.Generator().manual_seed(1))
+        cm = torch.ones_like(c)
+        cm[1, 4:] = 0
+        got = token_logprobs_joint(models, enc["input_ids"], enc["attention_mask"], c, cm)
+        want = torch.cat([token_logprobs(refs[i], enc["input_ids"][2 * i : 2 * i + 2], enc["attention_mask"][2 * i : 2 * i + 2],
+                                         c[2 * i : 2 * i + 2], cm[2 * i : 2 * i + 2]) for i in range(2)])
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+        w = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+        (got * w).sum().backward()
+        (want * w).sum().backward()
+        for m, r in zip(models, refs):
+            for p, q in zip(m.parameters(), r.parameters()):
+                torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-10)
+            m.zero_grad()
+            r.zero_grad()
+
+
+def test_trainer_joint_update_equals_per_agent_update(tok, monkeypatch):
+    """One trainer step with the stacked update gives the same weights as the per-agent update (float64)."""
+    data = [{"x": 0}]
+    reward = lambda a, b: [float(len(x)) - 0.5 * len(y) for x, y in zip(a, b)]  # noqa: E731
+
+    def run(joint: bool):
+        agents = [tiny_causal_lm(tok, arch="gpt2", hidden_size=32, seed=i, dropout=0.0).double() for i in range(2)]
+        cfg = MAGRPOConfig(num_generations=4, max_completion_length=8, learning_rate=1e-2, max_grad_norm=1.0, max_steps=1)
+        tr = MAGRPOTrainer(agents, cfg, data, reward, [lambda _: "ab:", lambda _: "long prompt:"], processing_class=tok)
+        calls = []
+        real = tr._joint_update_ok
+        monkeypatch.setattr(tr, "_joint_update_ok", lambda per_agent: calls.append(1) or (real(per_agent) and joint))
+        torch.manual_seed(0)
+        m = tr.step()
+        return tr, m, real
+
+    a, ma, ok = run(True)
+    b, mb, _ = run(False)
+    assert ok([{"c": [1]}, {"c": [1]}])  # the stacked update applied in the first run
+    assert ma["reward"] == mb["reward"]  # same samples
+    for k in ("loss/agent_0", "loss/agent_1", "grad_norm/agent_0", "grad_norm/agent_1"):
+        assert ma[k] == pytest.approx(mb[k], rel=1e-9, abs=1e-12)
+    for i in range(2):
+        for p, q in zip(a.agents[i].parameters(), b.agents[i].parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=1e-10)
+    assert mb["grad_norm/agent_0"] > 0

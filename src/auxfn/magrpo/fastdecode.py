@@ -184,7 +184,7 @@ class FastDecoder:
     means no padding. At most ``capacity`` positions in all.
     """
 
-    def __init__(self, models: Any, batch: int, capacity: int):
+    def __init__(self, models: Any, batch: int, capacity: int, *, cache: bool = True):
         models = list(models) if isinstance(models, (list, tuple)) else [models]
         reason = joint_refusal(models)
         if reason is not None:
@@ -240,7 +240,8 @@ class FastDecoder:
         self.lm = (st(lambda m: m.lm_head.weight, t=True), st(lambda m: m.lm_head.bias, True))
         rows = N * batch
         # one buffer per layer: [keys, values] x (rows, kv heads, capacity, head_dim)
-        self.kv = [torch.empty(2, rows, self.KV, capacity, self.hd, dtype=self.dtype, device=self.device) for _ in range(n_layers)]
+        self.kv = [torch.empty(2, rows, self.KV, capacity, self.hd, dtype=self.dtype, device=self.device) if cache else None
+                   for _ in range(n_layers)]
         # per layer, the models' own parameter tensors (views for one model; the decoder lives
         # for one sampling call) and its cache views
         self.layers = []
@@ -256,7 +257,7 @@ class FastDecoder:
                     st(lambda m: blk(m).ln_2.weight, True), st(lambda m: blk(m).ln_2.bias, True),
                     st(lambda m: blk(m).mlp.c_fc.weight), st(lambda m: blk(m).mlp.c_fc.bias, True),
                     st(lambda m: blk(m).mlp.c_proj.weight), st(lambda m: blk(m).mlp.c_proj.bias, True),
-                    self.eps[i][0], self.eps[i][1], tr.h[i].attn.scaling, kv, kv[0], kv[1],
+                    self.eps[i][0], self.eps[i][1], tr.h[i].attn.scaling, kv, *(kv if cache else (None, None)),
                 ))
             else:
                 def lay(m, i=i):
@@ -280,7 +281,7 @@ class FastDecoder:
                     st(lambda m: lay(m).mlp.gate_proj.weight, t=True), st(lambda m: lay(m).mlp.gate_proj.bias, True),
                     st(lambda m: lay(m).mlp.up_proj.weight, t=True), st(lambda m: lay(m).mlp.up_proj.bias, True),
                     st(lambda m: lay(m).mlp.down_proj.weight, t=True), st(lambda m: lay(m).mlp.down_proj.bias, True),
-                    a0.scaling, kv, kv[0], kv[1],
+                    a0.scaling, kv, *(kv if cache else (None, None)),
                 ))
         self.valid: torch.Tensor | None = None  # (rows, capacity) key mask when the prompts are padded
         self.len = 0
@@ -309,13 +310,30 @@ class FastDecoder:
         mask = None if self.valid is None else self.valid[:, None, None, : self.len + 1]
         return self._forward(tokens[:, None], position_ids, mask)
 
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor, keep: int) -> torch.Tensor:
+        """Logits (rows, keep, V) of the last ``keep`` positions of whole sequences, differentiable.
+
+        For the update: no key/value cache (build the decoder with ``cache=False``), the
+        gradient flows to every model's own parameters (through the stacking). Padded rows
+        (``attention_mask`` not None) are masked as in :meth:`prefill`.
+        """
+        R, L = input_ids.shape
+        mask = None
+        if attention_mask is not None:
+            causal = torch.ones(L, L, dtype=torch.bool, device=input_ids.device).tril()
+            mask = ((causal & attention_mask.bool()[:, None, :]) | torch.eye(L, dtype=torch.bool, device=input_ids.device))[:, None]
+        self.len = 0
+        return self._forward(input_ids, position_ids, mask, keep=keep)
+
     # ------------------------------------------------------------------ forward
     @staticmethod
     def _lin(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         """x (N, rows, in) @ w (N, in, out) [+ b (N, 1, out)]: one batched product for all agents."""
         return torch.bmm(x, w) if b is None else torch.baddbmm(b, x, w)
 
-    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, mask) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, mask, keep: int = 0) -> torch.Tensor:
+        """Last position's logits (rows, V) with the cache; with ``keep`` > 0 the last ``keep``
+        positions' (rows, keep, V) of whole sequences, without the cache (training)."""
         R, L = ids.shape
         N, B = self.N, self.B
         s, e = self.len, self.len + L
@@ -332,12 +350,15 @@ class FastDecoder:
             for ln1w, ln1b, aw, ab, pw, pb, ln2w, ln2b, fw, fb, mw, mb, e1, e2, scale, kv, kall, vall in self.layers:
                 x = torch.addcmul(ln1b, ln(h, shape, None, None, e1), ln1w)
                 qkv = torch.baddbmm(ab, x, aw).view(R, L, 3, H, hd).permute(2, 0, 3, 1, 4)  # (3, rows, H, L, hd)
-                kv[:, :, :, s:e] = qkv[1:]
-                att = sdpa(qkv[0], kall[:, :, :e], vall[:, :, :e], attn_mask=mask, is_causal=is_causal, scale=scale)
+                if keep:
+                    att = sdpa(qkv[0], qkv[1], qkv[2], attn_mask=mask, is_causal=is_causal, scale=scale)
+                else:
+                    kv[:, :, :, s:e] = qkv[1:]
+                    att = sdpa(qkv[0], kall[:, :, :e], vall[:, :, :e], attn_mask=mask, is_causal=is_causal, scale=scale)
                 h = torch.baddbmm(h + pb, att.transpose(1, 2).reshape(N, B * L, D), pw)
                 x = torch.addcmul(ln2b, ln(h, shape, None, None, e2), ln2w)
                 h = torch.baddbmm(h + mb, act(torch.baddbmm(fb, x, fw)), mw)
-            last = h.view(N, B, L, D)[:, :, -1]
+            last = h.view(N, B, L, D)[:, :, -keep:].reshape(N, -1, D) if keep else h.view(N, B, L, D)[:, :, -1]
             last = torch.addcmul(self.lnf[1], ln(last, shape, None, None, self.eps[-1]), self.lnf[0])
         else:
             D = self.wte.shape[-1]
@@ -352,13 +373,19 @@ class FastDecoder:
                 if qk_norm is not None:  # Qwen3: RMSNorm of every head before the rotation
                     q, k = _rms(q, qk_norm[0], qk_norm[1]), _rms(k, qk_norm[2], qk_norm[3])
                 qk = _rotate(torch.cat((q, k), 2).view(R, L, H + KV, hd).transpose(1, 2), cos, sin)  # (rows, H + KV, L, hd)
-                kall[:, :, s:e] = qk[:, H:]
-                vall[:, :, s:e] = lin(x, vw, vb).view(R, L, KV, hd).transpose(1, 2)
-                att = sdpa(qk[:, :H], kall[:, :, :e], vall[:, :, :e], attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=gqa)
+                v = lin(x, vw, vb).view(R, L, KV, hd).transpose(1, 2)
+                if keep:
+                    k_all, v_all = qk[:, H:], v
+                else:
+                    kall[:, :, s:e] = qk[:, H:]
+                    vall[:, :, s:e] = v
+                    k_all, v_all = kall[:, :, :e], vall[:, :, :e]
+                att = sdpa(qk[:, :H], k_all, v_all, attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=gqa)
                 h = h + lin(att.transpose(1, 2).reshape(N, B * L, H * hd), ow, ob)
                 x = _rms(h, n2w, n2e)
                 h = h + lin(act(lin(x, gw, gb)) * lin(x, uw, ub), dw, db)
-            last = h.view(N, B, L, D)[:, :, -1]
+            last = h.view(N, B, L, D)[:, :, -keep:].reshape(N, -1, D) if keep else h.view(N, B, L, D)[:, :, -1]
             last = _rms(last, self.normf[0], self.normf[1])
         self.len = e
-        return lin(last, *self.lm).reshape(R, -1)
+        out = lin(last, *self.lm)
+        return out.reshape(R, keep, -1) if keep else out.reshape(R, -1)

@@ -18,7 +18,7 @@ import inspect
 
 import torch
 
-__all__ = ["completion_mask", "policy_loss", "token_logprobs"]
+__all__ = ["completion_mask", "policy_loss", "token_logprobs", "token_logprobs_joint"]
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
@@ -80,6 +80,41 @@ def token_logprobs(
     else:
         logits = model(input_ids=ids, **kwargs).logits[:, prompt_ids.shape[1] - 1 : -1]
     if logits.dtype not in (torch.float32, torch.float64):  # half precision: softmax in float32
+        logits = logits.float()
+    logp = torch.log_softmax(logits, -1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+    return logp * comp_mask
+
+
+def token_logprobs_joint(
+    models: list[torch.nn.Module],
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    comp_mask: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`token_logprobs` of several models at once, rows agent-major (model i: rows
+    ``[i * B/N, (i + 1) * B/N)``), in one stacked forward
+    (:meth:`auxfn.magrpo.fastdecode.FastDecoder.logits`; needs
+    :func:`auxfn.magrpo.fastdecode.joint_refusal` to return None). The gradient reaches
+    every model's own parameters; one backward of the sum of the agents' losses gives every
+    agent the gradient of its own loss (their parameters are disjoint).
+    """
+    from auxfn.magrpo.fastdecode import FastDecoder
+
+    if prompt_ids.shape != prompt_mask.shape or completion_ids.shape != comp_mask.shape:
+        raise ValueError("prompt_ids/prompt_mask and completion_ids/comp_mask must have equal shapes")
+    R, T = completion_ids.shape
+    if R % len(models):
+        raise ValueError(f"{R} rows cannot be split evenly over {len(models)} models")
+    ids = torch.cat([prompt_ids, completion_ids], 1)
+    attn = None
+    pos = torch.arange(ids.shape[1], device=ids.device).expand(R, -1)
+    if not bool(prompt_mask.bool().all()):
+        attn = torch.cat([prompt_mask, comp_mask], 1)
+        pos = (attn.cumsum(1) - 1).clamp(min=0)
+    dec = FastDecoder(models, R // len(models), ids.shape[1], cache=False)
+    logits = dec.logits(ids, attn, pos, keep=T + 1)[:, :-1]
+    if logits.dtype not in (torch.float32, torch.float64):
         logits = logits.float()
     logp = torch.log_softmax(logits, -1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
     return logp * comp_mask

@@ -389,8 +389,9 @@ class MAGRPOTrainer:
         lengths = [len(c) for d in per_agent for c in d["c"]]
         metrics["completions/mean_length"] = float(np.mean(lengths))
         kls = []
+        outs = self._update_joint(per_agent) if self._joint_update_ok(per_agent) else None
         for i in range(N):
-            out = self._update_agent(i, per_agent[i])
+            out = outs[i] if outs is not None else self._update_agent(i, per_agent[i])
             metrics[f"loss/agent_{i}"] = out["loss"]
             metrics[f"grad_norm/agent_{i}"] = out["grad_norm"]
             kls.append(out["kl"])
@@ -398,6 +399,58 @@ class MAGRPOTrainer:
         self.state["step"] += 1
         self.log_history.append({"step": self.state["step"], **metrics})
         return metrics
+
+    def _joint_update_ok(self, per_agent: list[dict[str, list]]) -> bool:
+        """True when all agents can take their update through one stacked forward and backward.
+
+        The paper's settings (one gradient step, beta = 0), separate models of one
+        configuration that the fast forward computes exactly (no peft, no accelerate, no
+        active dropout), the same pad token and the same number of completions per agent.
+        """
+        from auxfn.magrpo.fastdecode import joint_refusal
+
+        cfg = self.args
+        if cfg.num_agents < 2 or self.shared or self.peft or self.accelerator is not None or cfg.num_iterations != 1 or cfg.beta > 0:
+            return False
+        if len({t.pad_token_id for t in self.tokenizers}) != 1 or len({len(d["c"]) for d in per_agent}) != 1:
+            return False
+        for a in self.agents:
+            a.train()
+        return joint_refusal(list(self.agents)) is None
+
+    def _update_joint(self, per_agent: list[dict[str, list]]) -> list[dict[str, float]]:
+        """Every agent's update from one stacked forward (:func:`auxfn.magrpo.losses.token_logprobs_joint`)
+        and one backward of the sum of the agents' losses; then each agent's own clipping and AdamW step.
+
+        Same gradients as one update per agent (their parameters are disjoint; tested equal in float64).
+        """
+        from auxfn.magrpo.losses import token_logprobs_joint
+
+        cfg = self.args
+        N = cfg.num_agents
+        dev = self.devices[0]
+        B = len(per_agent[0]["c"])
+        p_ids, p_mask, c_ids, c_mask = (t.to(dev) for t in _pad_batch(
+            [p for d in per_agent for p in d["p"]], [c for d in per_agent for c in d["c"]], self.tokenizers[0].pad_token_id))
+        logps = token_logprobs_joint(list(self.agents), p_ids, p_mask, c_ids, c_mask)
+        terms = []
+        for i in range(N):
+            rows = slice(i * B, (i + 1) * B)
+            adv = torch.tensor(per_agent[i]["a"], dtype=torch.float32, device=dev)
+            terms.append(policy_loss(logps[rows], c_mask[rows], adv, epsilon=cfg.epsilon, aggregation=cfg.loss_aggregation))
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        torch.stack([t["total"] for t in terms]).sum().backward()
+        outs = []
+        for i in range(N):
+            params = [p for p in self.agents[i].parameters() if p.grad is not None]
+            if cfg.max_grad_norm > 0:
+                gn = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            else:
+                gn = float(torch.nn.utils.get_total_norm([p.grad for p in params])) if params else 0.0
+            self.optimizers[i].step()
+            outs.append({"loss": float(terms[i]["total"].detach()), "kl": float(terms[i]["kl"]), "grad_norm": gn})
+        return outs
 
     def _update_agent(self, i: int, data: dict[str, list]) -> dict[str, float]:
         cfg = self.args
