@@ -125,7 +125,15 @@ def run_one(variant: str, size: str, steps: int, device: str) -> dict:
             PHASES["update"] += time.perf_counter() - t0
             return out
 
-        trainer_mod.generate_group, trainer_mod.generate_joint, tr._update_agent = gen, joint, upd
+        real_upd_joint = tr._update_joint
+
+        def upd_joint(*a, **k):  # all agents through one stacked forward and backward (the default where allowed)
+            t0 = time.perf_counter()
+            out = real_upd_joint(*a, **k)
+            PHASES["update"] += time.perf_counter() - t0
+            return out
+
+        trainer_mod.generate_group, trainer_mod.generate_joint, tr._update_agent, tr._update_joint = gen, joint, upd, upd_joint
     else:
         opts = [torch.optim.AdamW(a.parameters(), lr=1e-4) for a in agents]
         step = lambda: _per_sequence_step(agents, opts, tok, prompts, 4, new_tokens)  # noqa: E731
