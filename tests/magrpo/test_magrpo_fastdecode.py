@@ -351,6 +351,9 @@ def test_trainer_joint_update_equals_per_agent_update(tok, monkeypatch):
     a, ma, ok = run(True)
     b, mb, _ = run(False)
     assert ok([{"c": [1]}, {"c": [1]}])  # the stacked update applied in the first run
+    assert not ok([{"c": [1]}, {"c": [1, 2]}])  # unequal numbers of completions: one agent at a time
+    a.agents[0].gradient_checkpointing_enable()
+    assert not ok([{"c": [1]}, {"c": [1]}])  # gradient checkpointing is a memory choice the stacked forward would ignore
     assert ma["reward"] == mb["reward"]  # same samples
     for k in ("loss/agent_0", "loss/agent_1", "grad_norm/agent_0", "grad_norm/agent_1"):
         assert ma[k] == pytest.approx(mb[k], rel=1e-9, abs=1e-12)

@@ -416,6 +416,8 @@ class MAGRPOTrainer:
             return False
         for a in self.agents:
             a.train()
+            if any(getattr(m, "gradient_checkpointing", False) is True for m in a.modules()):
+                return False  # the stacked forward keeps every activation: respect the memory choice
         return joint_refusal(list(self.agents)) is None
 
     def _update_joint(self, per_agent: list[dict[str, list]]) -> list[dict[str, float]]:
