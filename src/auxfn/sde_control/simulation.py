@@ -27,6 +27,7 @@ __all__ = ["ENGINES", "BrownianIncrements", "Trajectories", "simulate"]
 
 ENGINES = ("fast", "reference", "picard", "compiled")
 _SLOW_SWEEPS = 32  # the Picard engine's progress check: sweeps per block
+_RECOMPILE_LIMIT = 64  # compiled engine: cached compilations of its block (models x shapes x unroll) per process
 
 
 class BrownianIncrements:
@@ -383,7 +384,7 @@ class _Run:
         active path and its increments (they evolve exactly as that path, so they cannot leave
         the box on their own). The last ``n_steps % unroll`` steps are stepped by :meth:`stepwise`.
         """
-        n_steps, P = self.n_steps, self.P
+        n_steps = self.n_steps
         info = {"engine": "compiled", "unroll": unroll, "calls": 0, "replayed_steps": 0, "first_call_s": None}
         self.info = info
         try:
@@ -392,6 +393,22 @@ class _Run:
             fn, info["compile_error"] = None, f"{type(e).__name__}: {e}"
         dt_t = torch.tensor(self.dt, dtype=za.dtype, device=za.device)
         bound = torch.tensor(self.blowup, dtype=za.dtype, device=za.device)
+        # every model, shape and unroll is one entry in the compiled block's cache; past dynamo's default
+        # limit (8 per function) further ones would silently run uncompiled, so the limit is raised here
+        import torch._dynamo as dynamo
+
+        with dynamo.config.patch(recompile_limit=max(dynamo.config.recompile_limit, _RECOMPILE_LIMIT)):
+            k, za = self._compiled_blocks(fn, za, unroll, dt_t, bound, info)
+        while k < n_steps and za.shape[0]:  # the remainder (or everything, without a compiled block)
+            c = min(chunk, n_steps - k)
+            za = self.stepwise(za, k, c)
+            k += c
+        return za
+
+    def _compiled_blocks(self, fn, za: Tensor, unroll: int, dt_t: Tensor, bound: Tensor,
+                         info: dict) -> tuple[int, Tensor]:
+        """The compiled blocks of :meth:`compiled`: the next step and the state there."""
+        n_steps, P = self.n_steps, self.P
         k = 0
         while fn is not None and k + unroll <= n_steps and za.shape[0]:
             dW = self.dW(k, unroll)
@@ -409,7 +426,7 @@ class _Run:
                 if info["calls"]:
                     raise
                 warnings.warn(f"engine='compiled': the model could not be compiled ({type(e).__name__}); "
-                              "using the fast engine", RuntimeWarning, stacklevel=4)
+                              "using the fast engine", RuntimeWarning, stacklevel=5)
                 info["compile_error"] = f"{type(e).__name__}: {str(e)[:500]}"
                 break
             if info["first_call_s"] is None:
@@ -423,11 +440,7 @@ class _Run:
                 za = self.stepwise(za, k, unroll)
                 info["replayed_steps"] += unroll
             k += unroll
-        while k < n_steps and za.shape[0]:  # the remainder (or everything, without a compiled block)
-            c = min(chunk, n_steps - k)
-            za = self.stepwise(za, k, c)
-            k += c
-        return za
+        return k, za
 
     def picard(self, za: Tensor, *, window: int, tol: float, chunk: int) -> Tensor:
         """Euler–Maruyama by Picard (waveform-relaxation) sweeps over a sliding window of ``window`` steps.
