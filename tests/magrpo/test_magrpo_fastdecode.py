@@ -295,11 +295,19 @@ def test_trainer_samples_all_agents_together_when_it_can(tok, monkeypatch):
     m = tr.step()
     assert calls == {"joint": 1, "group": 0} and m["completions/mean_length"] >= 1
     assert trainer_mod.joint_generation_refusal(tr.agents, tr.tokenizers, cfg) is None
-    # different configurations: one agent after the other
+    # different configurations: generate_joint decodes one agent after the other (lean_generate's fallback)
     agents = [tiny_causal_lm(tok, arch="llama", hidden_size=32, seed=0), tiny_causal_lm(tok, arch="llama", hidden_size=48, seed=1)]
     tr = MAGRPOTrainer(agents, cfg, data, reward, [lambda _: "ab:", lambda _: "long prompt:"], processing_class=tok)
-    tr.step()
-    assert calls == {"joint": 1, "group": 2}
+    stacked = []
+    real_init = FastDecoder.__init__
+    monkeypatch.setattr(FastDecoder, "__init__", lambda self, models, *a, **k: stacked.append(isinstance(models, list) and len(models))
+                        or real_init(self, models, *a, **k))
+    m = tr.step()
+    assert calls == {"joint": 2, "group": 0} and m["completions/mean_length"] >= 1
+    assert 2 not in stacked  # never both agents in one decoder
+    assert "differ" in trainer_mod.joint_generation_refusal(tr.agents, tr.tokenizers, cfg)
+    # adapters on one shared base or different tokenizers' specials: per-agent generate_group (checked without the models)
+    assert trainer_mod.joint_generation_refusal([agents[0], agents[0]], tr.tokenizers, cfg, check_models=False) is not None
     gen_cfg = MAGRPOConfig(num_generations=3, max_completion_length=6, generation_backend="generate")
     assert "generate" in trainer_mod.joint_generation_refusal(tr.agents, tr.tokenizers, gen_cfg)
 

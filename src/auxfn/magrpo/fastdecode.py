@@ -150,11 +150,8 @@ def joint_refusal(models: list[Any]) -> str | None:
     first = models[0]
     p0 = next(first.parameters())
 
-    def conf(m: Any) -> dict:
-        d = m.config.to_dict()
-        for k in ("_name_or_path", "name_or_path", "transformers_version"):
-            d.pop(k, None)
-        return d
+    def conf(m: Any) -> dict:  # the configuration's own attributes (to_dict costs more than a tiny model's step)
+        return {k: v for k, v in vars(m.config).items() if k not in ("_name_or_path", "name_or_path", "transformers_version", "_commit_hash")}
 
     for m in models[1:]:
         p = next(m.parameters())
@@ -178,15 +175,17 @@ class FastDecoder:
     ``[n * batch, (n + 1) * batch)`` belong to model n. With one model the stacked weights
     are views, not copies.
 
+    ``check=False`` skips :func:`joint_refusal` for a caller that has just run it.
+
     ``prefill(input_ids, attention_mask, position_ids)`` runs the (left-padded) prompts and
     returns the last position's logits (rows, V); each ``step(tokens (rows,), position_ids
     (rows, 1))`` appends one token per row and returns its logits. ``attention_mask`` None
     means no padding. At most ``capacity`` positions in all.
     """
 
-    def __init__(self, models: Any, batch: int, capacity: int, *, cache: bool = True):
+    def __init__(self, models: Any, batch: int, capacity: int, *, cache: bool = True, check: bool = True):
         models = list(models) if isinstance(models, (list, tuple)) else [models]
-        reason = joint_refusal(models)
+        reason = joint_refusal(models) if check else None  # check=False: the caller has just checked
         if reason is not None:
             raise ValueError(f"no fast decoding path for this model: {reason}")
         model = models[0]

@@ -91,6 +91,8 @@ def token_logprobs_joint(
     prompt_mask: torch.Tensor,
     completion_ids: torch.Tensor,
     comp_mask: torch.Tensor,
+    *,
+    check: bool = True,
 ) -> torch.Tensor:
     """:func:`token_logprobs` of several models at once, rows agent-major (model i: rows
     ``[i * B/N, (i + 1) * B/N)``), in one stacked forward
@@ -112,7 +114,7 @@ def token_logprobs_joint(
     if not bool(prompt_mask.bool().all()):
         attn = torch.cat([prompt_mask, comp_mask], 1)
         pos = (attn.cumsum(1) - 1).clamp(min=0)
-    dec = FastDecoder(models, R // len(models), ids.shape[1], cache=False)
+    dec = FastDecoder(models, R // len(models), ids.shape[1], cache=False, check=check)  # check=False: the caller has just checked
     logits = dec.logits(ids, attn, pos, keep=T + 1)[:, :-1]
     if logits.dtype not in (torch.float32, torch.float64):
         logits = logits.float()

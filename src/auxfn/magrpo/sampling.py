@@ -191,11 +191,13 @@ def lean_generate(
     # position ids are implied: skipping them avoids rebuilding a 4-D mask every step
     padded = bool((mask == 0).any())
     pos = (mask.cumsum(1) - 1).clamp(min=0)
+    checked = fast is None  # a list has passed joint_refusal above
     if fast is None:
         fast = many or fast_decode_refusal(model) is None
     if fast:
         rows_per_model = B // len(model) if many else B
-        dec = FastDecoder(model, rows_per_model, input_ids.shape[1] + max_new_tokens - 1)  # raises when it does not apply
+        # fast=True: the decoder checks and raises a ValueError with the reason when it does not apply
+        dec = FastDecoder(model, rows_per_model, input_ids.shape[1] + max_new_tokens - 1, check=not checked)
         logits = dec.prefill(input_ids, mask if padded else None, pos)
 
         def forward(tok: torch.Tensor, next_pos: torch.Tensor) -> torch.Tensor:

@@ -86,8 +86,12 @@ def _finish(comp: torch.Tensor, tokenizer: Any, prompt_ids: torch.Tensor):
     return texts, prompt_ids, ids
 
 
-def joint_generation_refusal(models: Sequence[Any], tokenizers: Sequence[Any], cfg: MAGRPOConfig) -> str | None:
-    """None when :func:`generate_joint` can sample all agents in one stacked decoding loop, else why not."""
+def joint_generation_refusal(models: Sequence[Any], tokenizers: Sequence[Any], cfg: MAGRPOConfig, *, check_models: bool = True) -> str | None:
+    """None when :func:`generate_joint` can sample all agents in one stacked decoding loop, else why not.
+
+    ``check_models=False`` leaves out :func:`auxfn.magrpo.fastdecode.joint_refusal` (the
+    models themselves): :func:`generate_joint` checks them and falls back to one agent after
+    the other."""
     from auxfn.magrpo.fastdecode import joint_refusal
 
     if len(models) < 2:
@@ -101,7 +105,7 @@ def joint_generation_refusal(models: Sequence[Any], tokenizers: Sequence[Any], c
     sup = {tuple(getattr(getattr(m, "generation_config", None), "suppress_tokens", None) or ()) for m in models}
     if len(sup) != 1:
         return "the agents suppress different tokens"
-    return joint_refusal(list(models))
+    return joint_refusal(list(models)) if check_models else None
 
 
 def generate_joint(models: Sequence[Any], tokenizers: Sequence[Any], prompts: Sequence[str], n: int, cfg: MAGRPOConfig):
@@ -109,8 +113,9 @@ def generate_joint(models: Sequence[Any], tokenizers: Sequence[Any], prompts: Se
 
     The same result per agent as :func:`generate_group` (same models, same sampling
     settings; other random draws), but one stacked forward per token for all agents
-    (:class:`auxfn.magrpo.fastdecode.FastDecoder`); needs
-    :func:`joint_generation_refusal` to return None. Returns one (texts, prompt_ids,
+    (:class:`auxfn.magrpo.fastdecode.FastDecoder`) where the models allow it (else one after
+    the other); needs ``joint_generation_refusal(..., check_models=False)`` to return None
+    (tokenizers, suppressed tokens, backend). Returns one (texts, prompt_ids,
     completion_ids) per agent.
     """
     from auxfn.magrpo.sampling import lean_generate
@@ -124,9 +129,9 @@ def generate_joint(models: Sequence[Any], tokenizers: Sequence[Any], prompts: Se
     for i, e in enumerate(encs):
         ids[i * n : (i + 1) * n, P - len(e) :] = torch.as_tensor(e)
         mask[i * n : (i + 1) * n, P - len(e) :] = 1
-    comp = lean_generate(
+    comp = lean_generate(  # checks the models once; where they cannot be stacked, one after the other
         list(models), ids.to(device), mask.to(device), max_new_tokens=cfg.max_completion_length, eos_token_id=eos, pad_token_id=pad,
-        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, fast=True,
+        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
         suppress_tokens=getattr(getattr(models[0], "generation_config", None), "suppress_tokens", None),
     )
     return [_finish(comp[i * n : (i + 1) * n], tok, torch.as_tensor(e)) for i, (tok, e) in enumerate(zip(tokenizers, encs))]
@@ -320,7 +325,7 @@ class MAGRPOTrainer:
         prompts = [f(item) for f in self.formatters]
 
         models = [self.agent(i) for i in range(cfg.num_agents)]
-        joint = not self.shared and joint_generation_refusal(models, self.tokenizers, cfg) is None
+        joint = not self.shared and joint_generation_refusal(models, self.tokenizers, cfg, check_models=False) is None
 
         def sample(cur: list[str], turn: int):
             texts, extra = [], {"prompt_ids": [], "completion_ids": []}
@@ -434,7 +439,7 @@ class MAGRPOTrainer:
         B = len(per_agent[0]["c"])
         p_ids, p_mask, c_ids, c_mask = (t.to(dev) for t in _pad_batch(
             [p for d in per_agent for p in d["p"]], [c for d in per_agent for c in d["c"]], self.tokenizers[0].pad_token_id))
-        logps = token_logprobs_joint(list(self.agents), p_ids, p_mask, c_ids, c_mask)
+        logps = token_logprobs_joint(list(self.agents), p_ids, p_mask, c_ids, c_mask, check=False)  # _joint_update_ok checked
         terms = []
         for i in range(N):
             rows = slice(i * B, (i + 1) * B)
