@@ -12,8 +12,9 @@ other jobs hits all of them alike; the ratios are the robust figures, absolute s
 shared machine. FLOPs per step are counted with ``torch.utils.flop_counter.FlopCounterMode`` (one
 fwd + bwd) and compared with this machine's float32 matmul throughput (a 1024^3 ``torch.mm``
 measured in the same run, per thread count). ``--compile`` adds a column with the loss function
-(whole unrolled per-step forward, and its backward) under ``torch.compile`` (its compile time is
-reported). The throughput of the largest per-step product's shape ``(3B x n) @ (n x 2n)`` is
+(whole unrolled per-step forward, and its backward) compiled as ``compile=True`` trains
+(``auxfn.jslds.train.compile_loss``: inductor with its C++ wrapper unless ``--compile-wrapper
+python``; its compile time is reported). The throughput of the largest per-step product's shape ``(3B x n) @ (n x 2n)`` is
 measured too. Also: time to fixed points, one pass of E over N JSLDS states of the
 co-trained model vs ``find_fixed_points`` from N RNN states of the standard model (trained runs
 if given, else the presets' models at initialisation with a fixed number of finder iterations).
@@ -30,6 +31,7 @@ from pathlib import Path
 import torch
 
 from auxfn.jslds import JSLDS, FlipFlopTask, GRUCell, LossWeights, jslds_losses
+from auxfn.jslds.train import compile_loss
 
 OFFICIAL_JAX = {(100, 256): 0.190, (64, 64): 0.0286}  # seconds per JSLDS step, jitted, 2-core machine
 
@@ -154,6 +156,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--compile", action="store_true", help="add a torch.compile row (slow to compile)")
+    ap.add_argument("--compile-threads", type=int, nargs="+", default=None,
+                    help="thread counts at which to add the --compile column (default: every --threads value)")
+    ap.add_argument("--compile-wrapper", choices=["cpp", "python"], default="cpp",
+                    help="inductor wrapper of the --compile column (compile=True's default: cpp)")
     ap.add_argument("--fp-states", type=int, default=1024)
     ap.add_argument("--fp-iters", type=int, default=2000)
     ap.add_argument("--jslds-run", type=Path, default=None)
@@ -178,10 +184,11 @@ def main() -> None:
                 "jslds_torch_func_jvp": (*make(AutogradGRU, n), True, None),
             }
             compile_s = None
-            if args.compile:
+            compiled = args.compile and (args.compile_threads is None or threads in args.compile_threads)
+            if compiled:
                 cm, copt = make(GRUCell, n, fused=False)
-                cm.fold_expansion = False  # as train(compile=True): the compiled folded E had a wrong gradient
-                fn = torch.compile(lambda x, y, mask, m=cm: jslds_losses(m(x), y, mask, W_JSLDS)["total"])
+                cm.fold_expansion = False  # as train(compile=True): see JSLDS.__init__
+                fn = compile_loss(lambda x, y, mask, m=cm: jslds_losses(m(x), y, mask, W_JSLDS)["total"], args.compile_wrapper)
                 t0 = time.perf_counter()
                 train_step(cm, copt, batches[0], True, fn)
                 compile_s = time.perf_counter() - t0
@@ -207,7 +214,7 @@ def main() -> None:
             }
             if threads == 1:  # CPU seconds of the one working thread (see time_interleaved)
                 row.update(jslds_cpu_s=tc["jslds"], rnn_cpu_s=tc["rnn"], jslds_over_rnn_cpu=tc["jslds"] / tc["rnn"])
-            if args.compile:
+            if compiled:
                 row.update(jslds_compiled_s=t["jslds_compiled"], compile_seconds=compile_s,
                            speedup_vs_official_compiled=OFFICIAL_JAX[(n, B)] / t["jslds_compiled"])
             rows.append(row)
@@ -243,7 +250,7 @@ def main() -> None:
                 f"{r['jslds_gflop_per_step']:.3f} | {r['rnn_gflop_per_step']:.3f} | {100 * r['jslds_fraction_of_matmul_peak']:.1f} | "
                 f"{100 * r['rnn_fraction_of_matmul_peak']:.1f} | {r['step_matmul_gflops']:.1f} |")
         if args.compile:
-            line += f" {r['jslds_compiled_s']:.4f} | {r['compile_seconds']:.0f} |"
+            line += (f" {r['jslds_compiled_s']:.4f} | {r['compile_seconds']:.0f} |" if "jslds_compiled_s" in r else " | |")
         lines.append(line)
     lines += ["", f"Time to fixed points ({fp['source']}), N = {fp['n_states']} states: one pass of E "
               f"{fp['seconds_expansion_pass']:.4f} s; find_fixed_points ({fp['fp_iters']} Adam iterations + Newton) "

@@ -77,6 +77,12 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         JSLDSConfig(cell="lstm")
     with pytest.raises(ConfigError, match="w_rnn"):
         JSLDSConfig(w_rnn=0.0, w_jslds=0.0)
+    with pytest.raises(ConfigError, match="'compile_wrapper' = 'c'"):
+        JSLDSConfig(compile=True, compile_wrapper="c")
+    from auxfn.jslds.train import compile_loss
+
+    with pytest.raises(ConfigError, match="'compile_wrapper' = 'fortran'"):
+        compile_loss(lambda x: x, "fortran")
 
 
 def test_presets_match_the_notebooks():

@@ -105,9 +105,11 @@ class JSLDS(nn.Module):
             raise ValueError(f"n_out must be >= 1, got {n_out}")
         self.n_state, self.n_input, self.n_out = int(n_state), int(n_input), int(n_out)
         self.fused = bool(fused)
-        # per-step path: E with its residuals folded into the weights (ExpansionNet.folded). Off under
-        # torch.compile: inductor (torch 2.13) returned a wrong gradient for the first folded layer's
-        # weight in our check (tests/jslds/test_jslds_sequence.py, slow), the unfolded E is exact.
+        # per-step path: E with its residuals folded into the weights (ExpansionNet.folded); False runs
+        # E's own forward. Off under train(compile=True): with torch 2.13's inductor, a compiled loss
+        # that returns every loss term (not the total alone) gave wrong gradients with the folded E
+        # (training diverged from eager from the second step); the unfolded E agrees (slow tests in
+        # tests/jslds/test_jslds_sequence.py).
         self.fold_expansion = True
         self.cell = cell
         self.expansion = expansion if expansion is not None else ExpansionNet(self.n_state)

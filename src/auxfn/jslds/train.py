@@ -30,7 +30,7 @@ from auxfn.jslds.losses import LossWeights, jslds_losses
 from auxfn.jslds.model import JSLDS, Trajectories
 from auxfn.jslds.tasks import ContextIntegrationTask, FlipFlopTask
 
-__all__ = ["PRESETS", "JSLDSConfig", "JSLDSResult", "build_model", "build_task", "evaluate", "load_run", "train"]
+__all__ = ["PRESETS", "JSLDSConfig", "JSLDSResult", "build_model", "build_task", "compile_loss", "evaluate", "load_run", "train"]
 
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -116,7 +116,10 @@ class JSLDSConfig:
     compile: bool = False
     """Wrap the loss (model forward with per-step autograd, and its backward) in torch.compile; the first
     step then takes the compile time (reported as compile_seconds). Off by default: compiling takes
-    minutes on 2 cores and the fused path is faster without it."""
+    minutes on 2 cores."""
+    compile_wrapper: str = "cpp"
+    """With compile: inductor's wrapper code around the generated kernels, "cpp" (C++, compiled once
+    more; faster per step) or "python" (compiles in about half the time)."""
     cell_factory: str = ""
     """Your own cell: "package.module:callable", called as callable(n_state, n_input) -> an nn.Module
     F(h, x); recorded in the run so eval/analyze/resume rebuild it. Empty: the built-in `cell`."""
@@ -133,6 +136,7 @@ class JSLDSConfig:
         check_choice("cell", self.cell, ("gru", "vanilla-tanh", "vanilla-relu"))
         check_range("n_state", self.n_state, 1, 100_000)
         check_range("expansion_layers", self.expansion_layers, 1, 64)
+        check_choice("compile_wrapper", self.compile_wrapper, ("cpp", "python"))
         check_range("steps", self.steps, 1)
         check_range("batch_size", self.batch_size, 1)
         check_positive("lr", self.lr)
@@ -269,7 +273,7 @@ def _modules(model: JSLDS) -> dict[str, torch.nn.Module]:
 
 # settings that do not change the mathematics: a resume may change them, and checkpoints written before
 # the path options existed still load
-_RESUMABLE = ("steps", "log_every", "eval_every", "eval_batch_size", "checkpoint_every", "device", "threads", "fused", "compile")
+_RESUMABLE = ("steps", "log_every", "eval_every", "eval_batch_size", "checkpoint_every", "device", "threads", "fused", "compile", "compile_wrapper")
 
 
 def train(cfg: JSLDSConfig, *, out: str | Path | None = None, resume: str | Path | None = None, quiet: bool = True,
@@ -301,13 +305,13 @@ def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:
     weights = cfg.weights
     run_jslds = weights.needs_jslds
     model.fused = cfg.fused and not cfg.compile
-    model.fold_expansion = not cfg.compile  # see JSLDS.__init__: compiled, the folded E had a wrong gradient
+    model.fold_expansion = not cfg.compile  # see JSLDS.__init__: compiled, the folded E trained wrongly
 
     def step_losses(x, y, mask):
         tr = model(x, run_jslds=run_jslds)
         return jslds_losses(tr, y, mask, weights, params=model.parameters() if weights.l2 > 0 else None)
 
-    compute_losses = torch.compile(step_losses) if cfg.compile else step_losses
+    compute_losses = compile_loss(step_losses, cfg.compile_wrapper) if cfg.compile else step_losses
     compile_seconds = None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=cfg.adam_eps)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
@@ -371,6 +375,16 @@ def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:
         figures = _training_figures(run, model, task, cfg, run_jslds, device)
         run.write_report(f"JSLDS training: {cfg.task}", summary, figures=figures)
     return JSLDSResult(run.path, summary, model, task, cfg)
+
+
+def compile_loss(fn, wrapper: str = "cpp"):
+    """``torch.compile(fn)`` as ``compile=True`` trains with it: inductor with its C++ wrapper
+    (``wrapper="cpp"``: the host code that launches the generated kernels is compiled C++ instead of
+    Python, which removes a per-kernel Python cost from every call of the unrolled loop's thousands of
+    kernels) or its Python wrapper (``"python"``). Both graphs (forward and backward) are compiled at
+    the first call and its backward. ``benchmarks/jslds/bench_compile.py`` measures both."""
+    check_choice("compile_wrapper", wrapper, ("cpp", "python"))
+    return torch.compile(fn, options={"cpp_wrapper": wrapper == "cpp"})
 
 
 def _absent_new_fields(run_dir, cfg: JSLDSConfig) -> tuple[str, ...]:
