@@ -369,3 +369,16 @@ def test_trainer_joint_update_equals_per_agent_update(tok, monkeypatch):
         for p, q in zip(a.agents[i].parameters(), b.agents[i].parameters()):
             torch.testing.assert_close(p, q, rtol=0, atol=1e-10)
     assert mb["grad_norm/agent_0"] > 0
+
+
+def test_grad_norm_without_clipping_equals_clip_grad_norm_total():
+    from auxfn.magrpo.trainer import _grad_norm
+
+    g = torch.Generator().manual_seed(3)
+    params = [torch.nn.Parameter(torch.randn(s, generator=g, dtype=torch.float64)) for s in [(3, 4), (5,), (2, 2, 2)]]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g, dtype=torch.float64)
+    expected = float(torch.sqrt(sum((p.grad**2).sum() for p in params)))
+    assert abs(_grad_norm(params) - expected) < 1e-12
+    assert abs(float(torch.nn.utils.clip_grad_norm_(params, float("inf"))) - expected) < 1e-12
+    assert _grad_norm([]) == 0.0

@@ -137,6 +137,14 @@ def generate_joint(models: Sequence[Any], tokenizers: Sequence[Any], prompts: Se
     return [_finish(comp[i * n : (i + 1) * n], tok, torch.as_tensor(e)) for i, (tok, e) in enumerate(zip(tokenizers, encs))]
 
 
+def _grad_norm(params: list[torch.Tensor]) -> float:
+    """Global L2 norm of the parameters' gradients (0 for none), without clipping; written out
+    because ``torch.nn.utils.get_total_norm`` needs torch >= 2.6 and pyproject admits 2.4."""
+    if not params:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+
+
 def disable_dropout(model: torch.nn.Module) -> None:
     """Set every dropout probability in ``model`` to 0, in place (``nn.Dropout`` modules and
     the float ``attention_dropout`` attribute of Llama-family attention modules)."""
@@ -454,7 +462,7 @@ class MAGRPOTrainer:
             if cfg.max_grad_norm > 0:
                 gn = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
             else:
-                gn = float(torch.nn.utils.get_total_norm([p.grad for p in params])) if params else 0.0
+                gn = _grad_norm(params)
             self.optimizers[i].step()
             outs.append({"loss": float(terms[i]["total"].detach()), "kl": float(terms[i]["kl"]), "grad_norm": gn})
         return outs
@@ -495,7 +503,7 @@ class MAGRPOTrainer:
             if cfg.max_grad_norm > 0:
                 gn = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
             else:
-                gn = float(torch.nn.utils.get_total_norm([p.grad for p in params])) if params else 0.0
+                gn = _grad_norm(params)
             opt.step()
             loss_v, kl_v = float(terms["total"].detach()), float(terms["kl"])
         return {"loss": loss_v, "kl": kl_v, "grad_norm": gn}
