@@ -10,48 +10,26 @@ Compiling takes seconds: the tests share two models (harmonic with a trained AS 
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 import torchsde
 from torch import nn
 
-from auxfn.sde_control import ControlledSDE, ZeroPreservingMLP, preset, simulate, train
+from auxfn.sde_control import ControlledSDE, ZeroPreservingMLP, simulate
 from auxfn.sde_control.systems import StuartLandau
 
 D64 = torch.float64
 UNROLL = 2
 
 
-def _close(a, b, tol=1e-12):
-    """Same paths (to tol, relative to 1 + |x|), same ‖u‖² (relative) and the same divergence record."""
-    assert a.xs.shape == b.xs.shape
-    assert torch.equal(torch.isnan(a.xs), torch.isnan(b.xs))
-    err = ((a.xs - b.xs).abs() / (1.0 + b.xs.abs())).nan_to_num(0.0).max()
-    assert float(err) < tol, float(err)
-    uerr = ((a.u_sq - b.u_sq).abs() / (1.0 + b.u_sq.abs())).nan_to_num(0.0).max()
-    assert float(uerr) < tol, float(uerr)
-    assert torch.equal(a.diverged, b.diverged)
-    torch.testing.assert_close(a.diverged_at, b.diverged_at, rtol=0, atol=0)
-
-
-@pytest.fixture(scope="module")
-def trained_harmonic(tmp_path_factory):
-    cfg = dataclasses.replace(preset("harmonic", "as", "quick"), eval_paths=0, certify_samples=1000)
-    res = train(cfg, out=tmp_path_factory.mktemp("compiled") / "run", quiet=True)
-    assert res.summary["reached_zero"]
-    return res.sde
-
-
-def test_compiled_equals_loop_and_torchsde_on_a_trained_controller(trained_harmonic):
+def test_compiled_equals_loop_and_torchsde_on_a_trained_controller(trained_harmonic, same_paths):
     sde = trained_harmonic
     x0 = sde.default_x0(20, generator=torch.Generator().manual_seed(0))
     # 3001 steps: 1500 compiled blocks and a remainder of one step on the fast engine
     kw = dict(dt=1e-4, n_steps=3001, seed=5, record_every=7)
     comp = simulate(sde, x0, engine="compiled", unroll=UNROLL, **kw)
     ref = simulate(sde, x0, engine="reference", **kw)
-    _close(comp, ref)
+    same_paths(comp, ref)
     info = comp.info
     assert info["engine"] == "compiled" and "compile_error" not in info
     assert info["calls"] == 3001 // UNROLL and info["first_call_s"] > 0
@@ -69,14 +47,14 @@ def test_compiled_equals_loop_and_torchsde_on_a_trained_controller(trained_harmo
     torch.testing.assert_close(ours.xs[-1], ref[-1], rtol=1e-12, atol=1e-12)
 
 
-def test_compiled_records_divergence_like_the_loop_and_pads_the_batch(trained_harmonic):
+def test_compiled_records_divergence_like_the_loop_and_pads_the_batch(trained_harmonic, same_paths):
     sde = trained_harmonic
     x0 = sde.default_x0(20, generator=torch.Generator().manual_seed(1)) * 2
     # a coarse step: some paths leave the box |x| <= 50, the others go on in padded blocks
     kw = dict(dt=0.02, n_steps=400, seed=3, record_every=3, blowup=50.0)
     comp = simulate(sde, x0, engine="compiled", unroll=UNROLL, **kw)
     ref = simulate(sde, x0, engine="reference", **kw)
-    _close(comp, ref, tol=1e-10)
+    same_paths(comp, ref, tol=1e-10)
     assert 0 < comp.n_diverged < 20
     info = comp.info
     assert info["replayed_steps"] > 0
@@ -86,7 +64,7 @@ def test_compiled_records_divergence_like_the_loop_and_pads_the_batch(trained_ha
     assert info["calls"] * UNROLL * kw["dt"] > first + 2 * UNROLL * kw["dt"]
 
 
-def test_compiled_follows_new_weights(trained_harmonic):
+def test_compiled_follows_new_weights(trained_harmonic, same_paths):
     # the weights are inputs of the compiled code: changed weights give the new paths (no stale copy)
     sde = trained_harmonic
     x0 = sde.default_x0(20, generator=torch.Generator().manual_seed(0))
@@ -98,7 +76,7 @@ def test_compiled_follows_new_weights(trained_harmonic):
             for p in sde.controller.parameters():
                 p.mul_(1.5)
         after = simulate(sde, x0, engine="compiled", unroll=UNROLL, **kw)
-        _close(after, simulate(sde, x0, engine="reference", **kw))
+        same_paths(after, simulate(sde, x0, engine="reference", **kw))
         assert float((after.xs - before.xs).abs().nan_to_num(0.0).max()) > 1e-3
     finally:
         with torch.no_grad():
@@ -106,14 +84,14 @@ def test_compiled_follows_new_weights(trained_harmonic):
                 p.copy_(s)
 
 
-def test_compiled_diagonal_noise_network():
+def test_compiled_diagonal_noise_network(same_paths):
     # hidden 20: the first product (inner size 5) is traced as a broadcast sum, the second (inner 20) as mm
     torch.manual_seed(1)
     sl = StuartLandau(n=3)
     sde = sl.with_controller(ZeroPreservingMLP(5, (20,)))
     x0 = sl.default_x0(6, generator=torch.Generator().manual_seed(0))
     kw = dict(dt=1e-3, n_steps=300, seed=1, record_every=5)
-    _close(simulate(sde, x0, engine="compiled", unroll=UNROLL, **kw), simulate(sde, x0, engine="reference", **kw))
+    same_paths(simulate(sde, x0, engine="compiled", unroll=UNROLL, **kw), simulate(sde, x0, engine="reference", **kw))
 
 
 @torch.compiler.disable
@@ -128,7 +106,7 @@ class _HostSyncGain(nn.Module):
         return _opaque_gain(x)
 
 
-def test_compiled_falls_back_when_the_model_cannot_be_compiled():
+def test_compiled_falls_back_when_the_model_cannot_be_compiled(same_paths):
     sde = ControlledSDE(2, f0=lambda z: 0.5 * z, g0=lambda z: 0.1 * z, controller=_HostSyncGain(),
                         control_entry="drift")
     x0 = torch.randn(4, 2, dtype=D64, generator=torch.Generator().manual_seed(0))
@@ -136,7 +114,7 @@ def test_compiled_falls_back_when_the_model_cannot_be_compiled():
     with pytest.warns(RuntimeWarning, match="could not be compiled"):
         comp = simulate(sde, x0, engine="compiled", unroll=UNROLL, **kw)
     assert "compile_error" in comp.info and comp.info["calls"] == 0
-    _close(comp, simulate(sde, x0, engine="reference", **kw))
+    same_paths(comp, simulate(sde, x0, engine="reference", **kw))
 
 
 def test_compiled_bad_options():

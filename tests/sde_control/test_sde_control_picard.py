@@ -7,8 +7,6 @@ back to stepping, with divergence, drift/both control entries and diagonal/gener
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 import torchsde
@@ -18,42 +16,20 @@ from auxfn.sde_control import (
     LinearGain,
     ZeroPreservingMLP,
     make_system,
-    preset,
     simulate,
-    train,
 )
 from auxfn.sde_control.systems import StuartLandau
 
 D64 = torch.float64
 
 
-def _close(a, b, tol=1e-10):
-    """Same paths (to tol, relative to 1 + |x|), same ‖u‖² and the same divergence record."""
-    assert a.xs.shape == b.xs.shape
-    assert torch.equal(torch.isnan(a.xs), torch.isnan(b.xs))
-    err = ((a.xs - b.xs).abs() / (1.0 + b.xs.abs())).nan_to_num(0.0).max()
-    assert float(err) < tol, float(err)
-    uerr = ((a.u_sq - b.u_sq).abs() / (1.0 + b.u_sq.abs())).nan_to_num(0.0).max()
-    assert float(uerr) < tol, float(uerr)
-    assert torch.equal(a.diverged, b.diverged)
-    torch.testing.assert_close(a.diverged_at, b.diverged_at, rtol=0, atol=0)
-
-
-@pytest.fixture(scope="module")
-def trained_harmonic(tmp_path_factory):
-    cfg = dataclasses.replace(preset("harmonic", "as", "quick"), eval_paths=0, certify_samples=1000)
-    res = train(cfg, out=tmp_path_factory.mktemp("picard") / "run", quiet=True)
-    assert res.summary["reached_zero"]
-    return res.sde
-
-
-def test_picard_equals_loop_and_torchsde_on_a_trained_controller(trained_harmonic):
+def test_picard_equals_loop_and_torchsde_on_a_trained_controller(trained_harmonic, same_paths):
     sde = trained_harmonic
     x0 = sde.default_x0(20, generator=torch.Generator().manual_seed(0))
     dt, n = 1e-4, 3000
     pic = simulate(sde, x0, dt=dt, n_steps=n, seed=5, record_every=7, engine="picard", window=64)
     ref = simulate(sde, x0, dt=dt, n_steps=n, seed=5, record_every=7, engine="reference")
-    _close(pic, ref)
+    same_paths(pic, ref, tol=1e-10)
     # it really iterated: most steps came from sweeps, several steps per sweep
     info = pic.info
     assert info["engine"] == "picard" and info["picard_steps"] + info["fallback_steps"] == n
@@ -72,7 +48,7 @@ def test_picard_equals_loop_and_torchsde_on_a_trained_controller(trained_harmoni
     torch.testing.assert_close(ours.xs[-1], ref[-1], rtol=1e-10, atol=1e-10)
 
 
-def test_picard_falls_back_on_a_stiff_system_and_stays_exact():
+def test_picard_falls_back_on_a_stiff_system_and_stays_exact(same_paths):
     # dz = -lam z dt + 0.3 dB with lam dt = 1.5: Euler is stable (|1 - lam dt| < 1) but the Picard
     # iterates over a window grow like (lam dt k)^j / j! before they contract
     lam = 150.0
@@ -80,11 +56,11 @@ def test_picard_falls_back_on_a_stiff_system_and_stays_exact():
     x0 = torch.linspace(-2, 2, 6, dtype=D64).unsqueeze(1)
     pic = simulate(stiff, x0, dt=0.01, n_steps=400, seed=2, record_every=3, engine="picard", window=64, chunk=50)
     ref = simulate(stiff, x0, dt=0.01, n_steps=400, seed=2, record_every=3, engine="reference")
-    _close(pic, ref)
+    same_paths(pic, ref, tol=1e-10)
     assert pic.info["fallbacks"] > 0 and pic.info["fallback_steps"] > 200
 
 
-def test_picard_records_divergence_like_the_loop():
+def test_picard_records_divergence_like_the_loop(same_paths):
     torch.manual_seed(0)
     u = ZeroPreservingMLP(2, (6, 6))
     sde = make_system("harmonic").with_controller(u)
@@ -92,18 +68,18 @@ def test_picard_records_divergence_like_the_loop():
     pic = simulate(sde, x0, dt=0.01, n_steps=500, seed=3, record_every=3, blowup=20.0, engine="picard", window=16,
                    chunk=37)
     ref = simulate(sde, x0, dt=0.01, n_steps=500, seed=3, record_every=3, blowup=20.0, engine="reference")
-    _close(pic, ref)
+    same_paths(pic, ref, tol=1e-10)
     assert 0 < pic.n_diverged < 12
     # a NaN drift on some paths: counted as diverged, never dropped
     nan_sde = ControlledSDE(1, f0=lambda z: torch.where(z > 0, z * float("nan"), -z))
     x0 = torch.tensor([[1.0], [-1.0], [2.0]], dtype=D64)
     pic = simulate(nan_sde, x0, dt=0.1, n_steps=20, engine="picard", window=8)
-    _close(pic, simulate(nan_sde, x0, dt=0.1, n_steps=20, engine="reference"))
+    same_paths(pic, simulate(nan_sde, x0, dt=0.1, n_steps=20, engine="reference"), tol=1e-10)
     assert pic.diverged.tolist() == [True, False, True]
 
 
 @pytest.mark.parametrize("entry", ["drift", "both"])
-def test_picard_control_in_the_drift_and_in_both(entry):
+def test_picard_control_in_the_drift_and_in_both(entry, same_paths):
     torch.manual_seed(3)
     base = make_system("pendulum")
     if entry == "drift":
@@ -114,22 +90,22 @@ def test_picard_control_in_the_drift_and_in_both(entry):
                             drift_controller=LinearGain(2, -2.0))
     x0 = torch.randn(7, 2, dtype=D64)
     kw = dict(dt=1e-3, n_steps=700, seed=4, record_every=10)
-    _close(simulate(sde, x0, engine="picard", window=48, **kw), simulate(sde, x0, engine="reference", **kw))
+    same_paths(simulate(sde, x0, engine="picard", window=48, **kw), simulate(sde, x0, engine="reference", **kw), tol=1e-10)
 
 
-def test_picard_diagonal_and_general_noise():
+def test_picard_diagonal_and_general_noise(same_paths):
     torch.manual_seed(1)
     sl = StuartLandau(n=3)
     sde = sl.with_controller(ZeroPreservingMLP(5, (8,)))
     x0 = sl.default_x0(6, generator=torch.Generator().manual_seed(0))
     kw = dict(dt=1e-3, n_steps=300, seed=1, record_every=5)
-    _close(simulate(sde, x0, engine="picard", window=40, **kw), simulate(sde, x0, engine="reference", **kw))
+    same_paths(simulate(sde, x0, engine="picard", window=40, **kw), simulate(sde, x0, engine="reference", **kw), tol=1e-10)
 
     B = torch.tensor([[0.3, -0.2, 0.1], [0.0, 0.4, -0.1]], dtype=D64)
     gen = ControlledSDE(2, f0=lambda z: -z, g0=lambda z: z.unsqueeze(-1) * B, noise_type="general", noise_dim=3)
     x0 = torch.randn(5, 2, dtype=D64)
     kw = dict(dt=0.01, n_steps=150, seed=2, record_every=4)
-    _close(simulate(gen, x0, engine="picard", window=20, **kw), simulate(gen, x0, engine="reference", **kw))
+    same_paths(simulate(gen, x0, engine="picard", window=20, **kw), simulate(gen, x0, engine="reference", **kw), tol=1e-10)
 
 
 def test_picard_bad_options():
