@@ -402,6 +402,8 @@ class MAGRPOTrainer:
         lengths = [len(c) for d in per_agent for c in d["c"]]
         metrics["completions/mean_length"] = float(np.mean(lengths))
         kls = []
+        for a in self.agents:  # the update runs in train mode (the joint check's dropout test depends on it)
+            a.train()
         outs = self._update_joint(per_agent) if self._joint_update_ok(per_agent) else None
         for i in range(N):
             out = outs[i] if outs is not None else self._update_agent(i, per_agent[i])
@@ -427,11 +429,9 @@ class MAGRPOTrainer:
             return False
         if len({t.pad_token_id for t in self.tokenizers}) != 1 or len({len(d["c"]) for d in per_agent}) != 1:
             return False
-        for a in self.agents:
-            a.train()
-            if any(getattr(m, "gradient_checkpointing", False) is True for m in a.modules()):
-                return False  # the stacked forward keeps every activation: respect the memory choice
-        return joint_refusal(list(self.agents)) is None
+        if any(getattr(m, "gradient_checkpointing", False) is True for a in self.agents for m in a.modules()):
+            return False  # the stacked forward keeps every activation: respect the memory choice
+        return joint_refusal(list(self.agents)) is None  # the agents are in train mode (the update's mode)
 
     def _update_joint(self, per_agent: list[dict[str, list]]) -> list[dict[str, float]]:
         """Every agent's update from one stacked forward (:func:`auxfn.magrpo.losses.token_logprobs_joint`)
