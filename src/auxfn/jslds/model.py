@@ -82,6 +82,10 @@ class JSLDS(nn.Module):
         fused: built-in cells with the built-in expansion net run the whole sequence in one autograd
             Function with a hand-written backward (:mod:`auxfn.jslds.fused`; fastest, same values and
             gradients); ``False`` uses per-step autograd. Other cells always use autograd.
+        native: where the whole-sequence path applies (``fused``, CPU, float32/float64), run it on the
+            C++ kernel (:mod:`auxfn.jslds.native`: the same values and gradients, two calls per step
+            instead of about a hundred ops per time step). Built at first use (needs a C++ compiler and
+            ninja); if the build fails, a warning says why and the Python Function runs instead.
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class JSLDS(nn.Module):
         h0_scale: float = 0.1,
         generator: torch.Generator | None = None,
         fused: bool = True,
+        native: bool = False,
     ):
         super().__init__()
         if n_state is None or n_input is None:
@@ -105,6 +110,7 @@ class JSLDS(nn.Module):
             raise ValueError(f"n_out must be >= 1, got {n_out}")
         self.n_state, self.n_input, self.n_out = int(n_state), int(n_input), int(n_out)
         self.fused = bool(fused)
+        self.native = bool(native)
         # per-step path: E with its residuals folded into the weights (ExpansionNet.folded); False runs
         # E's own forward. Off under train(compile=True): with torch 2.13's inductor, a compiled loss
         # that returns every loss term (not the total alone) gave wrong gradients with the folded E
@@ -209,6 +215,8 @@ class JSLDS(nn.Module):
         as ``[W_h; W_x; b]``; readouts and losses are computed on the stacked trajectories by autograd."""
         from auxfn.jslds.fused import SequenceSpec, sequence_forward
 
+        if self.native:  # falls back to the Python Function off CPU, for other dtypes, or without a build
+            from auxfn.jslds.native import sequence_forward
         B, T, _ = x.shape
         kind = self.sequence_kind()
         one, zero = x.new_ones(B, T, 1), x.new_zeros(B, T, 1)

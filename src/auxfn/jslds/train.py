@@ -113,6 +113,11 @@ class JSLDSConfig:
     fused: bool = True
     """Built-in cells and expansion net: run each batch's whole sequence in one autograd Function with a
     hand-written backward (auxfn.jslds.fused; fastest, same values and gradients). False: per-step autograd."""
+    native: bool = False
+    """With fused (and not compile): run the whole-sequence path on the C++ kernel (auxfn.jslds.native;
+    same values and gradients, faster). Compiled at first use (a C++ compiler and ninja: pip install
+    auxfn[native]), cached in torch's extension directory; if the build fails, a warning and the
+    Python Function."""
     compile: bool = False
     """Wrap the loss (model forward with per-step autograd, and its backward) in torch.compile; the first
     step then takes the compile time (reported as compile_seconds). Off by default: compiling takes
@@ -273,7 +278,7 @@ def _modules(model: JSLDS) -> dict[str, torch.nn.Module]:
 
 # settings that do not change the mathematics: a resume may change them, and checkpoints written before
 # the path options existed still load
-_RESUMABLE = ("steps", "log_every", "eval_every", "eval_batch_size", "checkpoint_every", "device", "threads", "fused", "compile", "compile_wrapper")
+_RESUMABLE = ("steps", "log_every", "eval_every", "eval_batch_size", "checkpoint_every", "device", "threads", "fused", "native", "compile", "compile_wrapper")
 
 
 def train(cfg: JSLDSConfig, *, out: str | Path | None = None, resume: str | Path | None = None, quiet: bool = True,
@@ -305,6 +310,7 @@ def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:
     weights = cfg.weights
     run_jslds = weights.needs_jslds
     model.fused = cfg.fused and not cfg.compile
+    model.native = cfg.native and model.fused
     model.fold_expansion = not cfg.compile  # see JSLDS.__init__: compiled, the folded E trained wrongly
 
     def step_losses(x, y, mask):

@@ -1,0 +1,638 @@
+// Native whole-sequence kernel of the JSLDS / RNN training path (auxfn.jslds.native).
+//
+// The same computation as auxfn/jslds/fused.py (_Sequence): the RNN and/or the JSLDS over all T
+// steps, forward and a hand-written BPTT, with the rows of a step stacked as
+//     [h_{t-1} (H rows); e_t (K rows); a_{t-1} - e_t (K rows)],  M = H + K primal rows, R = M + K.
+// Each stacked row carries [state (n) | inputs (u) | 1 or 0] so the inputs and biases ride in the
+// recurrent products. Read fused.py's docstring for the equations; this file only changes how they
+// run: the matmuls go to ATen (at::mm_out into preallocated buffers, so BLAS and torch's intra-op
+// threads are kept), and the pointwise work of a step is fused into a few loops over the rows,
+// which the compiler vectorises (tanh through glibc's vector math library, see AUXFN_LIBMVEC).
+// Python then pays two calls per training step instead of about a hundred ops per time step.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+// glibc's vector math library (libmvec, glibc >= 2.35 for tanh) has SIMD versions of tanh; its
+// headers declare them only under -ffast-math, which would also let the compiler reassociate sums
+// and drop NaN checks. Declaring the SIMD variants ourselves lets the loops below call them while
+// keeping IEEE semantics. The Python loader defines AUXFN_LIBMVEC only where it links -lmvec.
+#ifdef AUXFN_LIBMVEC
+extern "C" {
+__attribute__((simd("notinbranch"))) float tanhf(float) noexcept;
+__attribute__((simd("notinbranch"))) double tanh(double) noexcept;
+}
+#endif
+
+namespace {
+
+using at::Tensor;
+
+enum Kind : int64_t { GRU = 0, TANH = 1, RELU = 2 };
+
+// sigma(x) = (1 + tanh(x / 2)) / 2: tanh is the one transcendental the vector math library gives
+// us for float and double alike, and this form has no overflow for large |x|.
+template <typename T>
+inline T sigm(T x) {
+  return T(0.5) * std::tanh(T(0.5) * x) + T(0.5);
+}
+
+// Runs f(i) for the rows [0, rows); across torch's intra-op threads only when the block is big
+// enough (about 16k elements per chunk) to pay for waking them: at n=64, B=64 it runs inline.
+template <typename Fn>
+inline void for_rows(int64_t rows, int64_t width, const Fn& f) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(width, 1));
+  at::parallel_for(0, rows, grain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) f(i);
+  });
+}
+
+struct Dims {
+  int64_t B, n, T, H, K, M, R, m, L;
+  Kind kind;
+};
+
+Dims make_dims(int64_t kind, bool rnn, bool jslds, const Tensor& s0, const Tensor& X, int64_t L) {
+  TORCH_CHECK(kind >= 0 && kind <= 2, "sequence kernel: kind must be 0 (gru), 1 (tanh) or 2 (relu)");
+  TORCH_CHECK(rnn || jslds, "sequence kernel: at least one of rnn and jslds must be run");
+  TORCH_CHECK(s0.dim() == 2 && X.dim() == 3, "sequence kernel: s0 must be (B, n) and X (T, R, u + 1)");
+  Dims d;
+  d.kind = static_cast<Kind>(kind);
+  d.B = s0.size(0);
+  d.n = s0.size(1);
+  d.T = X.size(0);
+  d.H = rnn ? d.B : 0;
+  d.K = jslds ? d.B : 0;
+  d.M = d.H + d.K;
+  d.R = d.M + d.K;
+  d.m = d.n + X.size(2);
+  d.L = jslds ? L : 0;
+  TORCH_CHECK(X.size(1) == d.R, "sequence kernel: X has ", X.size(1), " rows per step, expected ", d.R);
+  TORCH_CHECK(!jslds || L >= 1, "sequence kernel: the JSLDS needs at least one expansion layer");
+  return d;
+}
+
+// ------------------------------------------------------------------------------------ forward
+
+// E's layers for step t: z <- tanh(z M_l + b_l). The hidden layers' outputs are kept (backward
+// needs them); the last writes e_t into the stacked rows and the tangent a_{t-1} - e_t beside it.
+template <typename T>
+void expansion_step(const Dims& d, int64_t t, const T* a_prev, const Tensor& a_prev_t, const std::vector<Tensor>& Eb,
+                    const std::vector<Tensor>& Em, const std::vector<Tensor>& Zs, const Tensor& scratch, T* S_t) {
+  const int64_t n = d.n, m = d.m, H = d.H, M = d.M;
+  Tensor z = a_prev_t;
+  for (int64_t l = 0; l < d.L; ++l) {
+    const bool last = l == d.L - 1;
+    Tensor out = last ? scratch : Zs[l].select(0, t);
+    at::mm_out(out, z, Em[l]);
+    T* o = out.data_ptr<T>();
+    const T* b = Eb[l].data_ptr<T>();
+    if (!last) {
+      for_rows(d.B, n, [&](int64_t i) {
+        T* r = o + i * n;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) r[j] = std::tanh(r[j] + b[j]);
+      });
+      z = out;
+    } else {
+      for_rows(d.B, n, [&](int64_t i) {
+        const T* r = o + i * n;
+        const T* ap = a_prev + i * n;
+        T* e = S_t + (H + i) * m;
+        T* ds = S_t + (M + i) * m;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) {
+          const T ev = std::tanh(r[j] + b[j]);
+          e[j] = ev;
+          ds[j] = ap[j] - ev;
+        }
+      });
+    }
+  }
+}
+
+template <typename T>
+std::vector<Tensor> forward_impl(const Dims& d, const Tensor& s0, const Tensor& X, const Tensor& Wa,
+                                 const c10::optional<Tensor>& Wb_opt, const std::vector<Tensor>& Eb,
+                                 const std::vector<Tensor>& Em) {
+  const int64_t B = d.B, n = d.n, T_ = d.T, H = d.H, K = d.K, M = d.M, R = d.R, m = d.m;
+  const bool gru = d.kind == GRU, relu = d.kind == RELU;
+  auto opts = s0.options();
+  Tensor S = at::empty({T_, R, m}, opts);
+  S.narrow(2, n, m - n).copy_(X);
+  Tensor F = at::empty({T_, M, n}, opts);
+  Tensor A = at::empty({K ? T_ : 0, K, n}, opts);
+  std::vector<Tensor> Zs;
+  for (int64_t l = 0; l + 1 < d.L; ++l) Zs.push_back(at::empty({T_, B, n}, opts));
+  Tensor scratch = at::empty({B, n}, opts);
+  Tensor G, RZ, Cin, CC, C, DRZ, DC, Z;
+  if (gru) {
+    G = at::empty({T_, R, 2 * n}, opts);
+    RZ = at::empty({T_, M, 2 * n}, opts);
+    Cin = at::empty({T_, R, m}, opts);
+    Cin.narrow(2, n, m - n).copy_(X);
+    CC = at::empty({T_, R, n}, opts);
+    C = at::empty({T_, M, n}, opts);
+    DRZ = at::empty({T_, K, 2 * n}, opts);
+    DC = at::empty({T_, K, n}, opts);
+  } else {
+    Z = at::empty({T_, R, n}, opts);
+  }
+  const Tensor Wb = gru ? Wb_opt.value() : Tensor();
+  const T* s0p = s0.data_ptr<T>();
+  T* Sp = S.data_ptr<T>();
+  T* Fp = F.data_ptr<T>();
+  T* Ap = K ? A.data_ptr<T>() : nullptr;
+  // the RNN rows of step 0 start from s0; later steps' are written by the previous step's loop
+  for (int64_t i = 0; i < H; ++i) std::copy(s0p + i * n, s0p + (i + 1) * n, Sp + i * m);
+
+  for (int64_t t = 0; t < T_; ++t) {
+    T* S_t = Sp + t * R * m;
+    T* S_next = t + 1 < T_ ? S_t + R * m : nullptr;
+    T* F_t = Fp + t * M * n;
+    T* A_t = K ? Ap + t * K * n : nullptr;
+    Tensor S_tt = S.select(0, t);
+    if (K) {
+      const T* a_prev = t == 0 ? s0p : Ap + (t - 1) * K * n;
+      Tensor a_prev_t = t == 0 ? s0 : A.select(0, t - 1);
+      expansion_step<T>(d, t, a_prev, a_prev_t, Eb, Em, Zs, scratch, S_t);
+    }
+    if (gru) {
+      Tensor G_t = G.select(0, t), Cin_t = Cin.select(0, t), CC_t = CC.select(0, t);
+      at::mm_out(G_t, S_tt, Wa);
+      const T* g = G_t.data_ptr<T>();
+      T* rz = RZ.data_ptr<T>() + t * M * 2 * n;
+      T* cin = Cin_t.data_ptr<T>();
+      T* drz = DRZ.data_ptr<T>() + t * K * 2 * n;
+      // gates of every primal row; on an e row also the tangent row's [dr, dz] and d(r * s)
+      for_rows(M, 3 * n, [&](int64_t i) {
+        const T* gi = g + i * 2 * n;
+        T* rzi = rz + i * 2 * n;
+        const T* s = S_t + i * m;
+        T* ci = cin + i * m;
+#pragma omp simd
+        for (int64_t j = 0; j < 2 * n; ++j) rzi[j] = sigm(gi[j]);
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) ci[j] = rzi[j] * s[j];
+        if (i >= H) {
+          const int64_t k = i - H;
+          const T* dg = g + (M + k) * 2 * n;
+          T* dk = drz + k * 2 * n;
+          const T* ds = S_t + (M + k) * m;
+          T* ct = cin + (M + k) * m;
+#pragma omp simd
+          for (int64_t j = 0; j < 2 * n; ++j) dk[j] = rzi[j] * (T(1) - rzi[j]) * dg[j];  // sigma' dG
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) ct[j] = dk[j] * s[j] + rzi[j] * ds[j];  // dr * e + r_e * ds
+        }
+      });
+      at::mm_out(CC_t, Cin_t, Wb);
+      const T* cc = CC_t.data_ptr<T>();
+      T* c = C.data_ptr<T>() + t * M * n;
+      T* dc = DC.data_ptr<T>() + t * K * n;
+      // candidate and F on primal rows; on an e row also the JVP d and a = e + d
+      for_rows(M, 2 * n, [&](int64_t i) {
+        const T* cci = cc + i * n;
+        const T* rzi = rz + i * 2 * n;
+        const T* s = S_t + i * m;
+        T* c_i = c + i * n;
+        T* f = F_t + i * n;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) {
+          const T cv = std::tanh(cci[j]);
+          c_i[j] = cv;
+          f[j] = cv + rzi[n + j] * (s[j] - cv);
+        }
+        if (i < H) {
+          if (S_next) std::copy(f, f + n, S_next + i * m);
+        } else {
+          const int64_t k = i - H;
+          const T* cct = cc + (M + k) * n;
+          const T* ds = S_t + (M + k) * m;
+          const T* dz = drz + k * 2 * n + n;
+          T* dck = dc + k * n;
+          T* a = A_t + k * n;
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) {
+            const T cv = c_i[j], z = rzi[n + j], e = s[j];
+            const T dcv = (T(1) - cv * cv) * cct[j];
+            dck[j] = dcv;
+            a[j] = e + dz[j] * (e - cv) + z * ds[j] + (T(1) - z) * dcv;
+          }
+        }
+      });
+    } else {
+      Tensor Z_t = Z.select(0, t);
+      at::mm_out(Z_t, S_tt, Wa);
+      const T* z = Z_t.data_ptr<T>();
+      for_rows(M, 2 * n, [&](int64_t i) {
+        const T* zi = z + i * n;
+        T* f = F_t + i * n;
+        if (relu) {
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) f[j] = zi[j] > T(0) ? zi[j] : T(0);
+        } else {
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) f[j] = std::tanh(zi[j]);
+        }
+        if (i < H) {
+          if (S_next) std::copy(f, f + n, S_next + i * m);
+        } else {
+          const int64_t k = i - H;
+          const T* zt = z + (M + k) * n;
+          const T* e = S_t + i * m;
+          T* a = A_t + k * n;
+          if (relu) {
+#pragma omp simd
+            for (int64_t j = 0; j < n; ++j) a[j] = e[j] + (zi[j] > T(0) ? zt[j] : T(0));
+          } else {
+#pragma omp simd
+            for (int64_t j = 0; j < n; ++j) a[j] = e[j] + (T(1) - f[j] * f[j]) * zt[j];
+          }
+        }
+      });
+    }
+  }
+  std::vector<Tensor> out{S, F, A};
+  if (gru) {
+    for (auto& x : {G, RZ, Cin, CC, C, DRZ, DC}) out.push_back(x);
+  } else {
+    out.push_back(Z);
+  }
+  for (auto& x : Zs) out.push_back(x);
+  return out;
+}
+
+std::vector<Tensor> sequence_forward(int64_t kind, bool rnn, bool jslds, const Tensor& s0, const Tensor& X,
+                                     const Tensor& Wa, const c10::optional<Tensor>& Wb, at::TensorList Eb,
+                                     at::TensorList Em) {
+  TORCH_CHECK(Eb.size() == Em.size(), "sequence kernel: one bias per expansion layer");
+  const Dims d = make_dims(kind, rnn, jslds, s0, X, static_cast<int64_t>(Em.size()));
+  TORCH_CHECK(d.kind != GRU || (Wb.has_value() && Wb->defined()), "sequence kernel: the GRU needs Wb");
+  const Tensor s0c = s0.contiguous(), Xc = X.contiguous(), Wac = Wa.contiguous();
+  c10::optional<Tensor> Wbc;
+  if (d.kind == GRU) Wbc = Wb->contiguous();
+  std::vector<Tensor> ebc, emc;
+  for (int64_t l = 0; l < d.L; ++l) {
+    ebc.push_back(Eb[l].contiguous());
+    emc.push_back(Em[l].contiguous());
+  }
+  std::vector<Tensor> out;
+  AT_DISPATCH_FLOATING_TYPES(s0.scalar_type(), "auxfn_jslds_sequence_forward", [&] {
+    out = forward_impl<scalar_t>(d, s0c, Xc, Wac, Wbc, ebc, emc);
+  });
+  return out;
+}
+
+// ------------------------------------------------------------------------------------ backward
+
+template <typename T>
+std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor& Wa, const c10::optional<Tensor>& Wb_opt,
+                                  const std::vector<Tensor>& Em, const std::vector<Tensor>& saved, const Tensor& gFh,
+                                  const Tensor& gFe, const Tensor& gA, const Tensor& gEo, const std::vector<bool>& needs) {
+  const int64_t B = d.B, n = d.n, T_ = d.T, H = d.H, K = d.K, M = d.M, R = d.R, m = d.m, L = d.L;
+  const bool gru = d.kind == GRU, relu = d.kind == RELU;
+  auto opts = s0.options();
+  const Tensor &S = saved[0], &F = saved[1], &A = saved[2];
+  Tensor G, RZ, Cin, CC, C, DRZ, DC, Z;
+  std::vector<Tensor> Zs;
+  size_t next = 3;
+  if (gru) {
+    G = saved[3]; RZ = saved[4]; Cin = saved[5]; CC = saved[6]; C = saved[7]; DRZ = saved[8]; DC = saved[9];
+    next = 10;
+  } else {
+    Z = saved[3];
+    next = 4;
+  }
+  for (; next < saved.size(); ++next) Zs.push_back(saved[next]);
+
+  const int64_t wa_cols = gru ? 2 * n : n;
+  Tensor gG = at::empty({T_, R, wa_cols}, opts);  // gradients of the Wa products, all steps
+  Tensor gCC = gru ? at::empty({T_, R, n}, opts) : Tensor();  // and of the Wb products
+  std::vector<Tensor> gP;  // gradients of E's pre-activations, per layer
+  for (int64_t l = 0; l < L; ++l) gP.push_back(at::empty({T_, B, n}, opts));
+  // the state blocks of the weights, transposed views: BLAS reads them with its transpose flag
+  const Tensor WaT = Wa.narrow(0, 0, n).t();
+  const Tensor WbT = gru ? Wb_opt->narrow(0, 0, n).t() : Tensor();
+  std::vector<Tensor> EmT;
+  for (auto& w : Em) EmT.push_back(w.t());
+
+  // per-step work buffers
+  Tensor gh = at::zeros({H, n}, opts), ga = at::zeros({K, n}, opts);
+  Tensor gS = at::empty({R, n}, opts), gCin = gru ? at::empty({R, n}, opts) : Tensor();
+  Tensor gs = at::empty({M, n}, opts), g_rz = gru ? at::empty({M, 2 * n}, opts) : Tensor();
+  Tensor gex = at::empty({K, n}, opts), gdsx = at::empty({K, n}, opts), gd = at::empty({K, n}, opts);
+  Tensor gde = at::empty({K, n}, opts), g_drz = gru ? at::empty({K, 2 * n}, opts) : Tensor();
+  Tensor Eg = at::empty({B, n}, opts);
+
+  const T* Sp = S.data_ptr<T>();
+  const T* Fp = F.data_ptr<T>();
+  const T* gFhp = H ? gFh.data_ptr<T>() : nullptr;
+  const T* gFep = K ? gFe.data_ptr<T>() : nullptr;
+  const T* gAp = K ? gA.data_ptr<T>() : nullptr;
+  const T* gEop = K ? gEo.data_ptr<T>() : nullptr;
+  T* ghp = gh.data_ptr<T>();
+  T* gap = ga.data_ptr<T>();
+  T* gsp = gs.data_ptr<T>();
+  T* gexp = gex.data_ptr<T>();
+  T* gdsxp = gdsx.data_ptr<T>();
+  T* gdp = gd.data_ptr<T>();
+  T* gdep = gde.data_ptr<T>();
+  T* gSp = gS.data_ptr<T>();
+
+  for (int64_t t = T_ - 1; t >= 0; --t) {
+    const T* S_t = Sp + t * R * m;
+    const T* F_t = Fp + t * M * n;
+    Tensor gG_t = gG.select(0, t);
+    T* gGt = gG_t.data_ptr<T>();
+    // the incoming gradient of an RNN row's F is gFh plus the gradient carried from step t + 1 (gh)
+    if (gru) {
+      const T* rz = RZ.data_ptr<T>() + t * M * 2 * n;
+      const T* c = C.data_ptr<T>() + t * M * n;
+      const T* g = G.data_ptr<T>() + t * R * 2 * n;
+      const T* cc = CC.data_ptr<T>() + t * R * n;
+      const T* drz = DRZ.data_ptr<T>() + t * K * 2 * n;
+      const T* dc = DC.data_ptr<T>() + t * K * n;
+      Tensor gCC_t = gCC.select(0, t);
+      T* gcc = gCC_t.data_ptr<T>();
+      T* grz = g_rz.data_ptr<T>();
+      T* gdrz = g_drz.data_ptr<T>();
+      // phase 1: through f = c + z (s - c) and, on e rows, through d = dz (e - c_e) + z_e ds + (1 - z_e) dc
+      // (its second-order terms in c_e and z_e included), down to the candidate pre-activations
+      for_rows(M, 3 * n, [&](int64_t i) {
+        const T* rzi = rz + i * 2 * n;
+        const T* s = S_t + i * m;
+        const T* ci = c + i * n;
+        T* gsi = gsp + i * n;
+        T* gzi = grz + i * 2 * n + n;
+        T* gcci = gcc + i * n;
+        if (i < H) {
+          const T* gfh = gFhp + (t * H + i) * n;
+          const T* ghi = ghp + i * n;
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) {
+            const T gf = gfh[j] + ghi[j], z = rzi[n + j], cv = ci[j];
+            gsi[j] = gf * z;
+            gzi[j] = gf * (s[j] - cv);
+            gcci[j] = (gf - gf * z) * (T(1) - cv * cv);
+          }
+        } else {
+          const int64_t k = i - H;
+          const T* gfe = gFep + (t * K + k) * n;
+          const T* gak = gAp + (t * K + k) * n;
+          const T* gacc = gap + k * n;
+          const T* ds = S_t + (M + k) * m;
+          const T* dck = dc + k * n;
+          const T* dz = drz + k * 2 * n + n;
+          const T* cct = cc + (M + k) * n;
+          T* gdk = gdp + k * n;
+          T* gexk = gexp + k * n;
+          T* gdsk = gdsxp + k * n;
+          T* gdzk = gdrz + k * 2 * n + n;
+          T* gcct = gcc + (M + k) * n;
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) {
+            const T gf = gfe[j], z = rzi[n + j], cv = ci[j], e = s[j];
+            const T gdv = gak[j] + gacc[j];
+            gdk[j] = gdv;
+            gdzk[j] = gdv * (e - cv);
+            const T ge = gdv * dz[j];
+            gexk[j] = ge;
+            const T gdsv = gdv * z;
+            gdsk[j] = gdsv;
+            const T gdc = gdv - gdsv;
+            const T slope = T(1) - cv * cv;
+            gcct[j] = gdc * slope;
+            gsi[j] = gf * z;
+            gzi[j] = gf * (e - cv) + gdv * (ds[j] - dck[j]);
+            // gc: from f, from d's dz (e - c_e) term, and dc = (1 - c_e^2) dcc's second-order term
+            const T gc = (gf - gf * z) - ge - T(2) * gdc * cv * cct[j];
+            gcci[j] = gc * slope;
+          }
+        }
+      });
+      Tensor gCin_t = gCin;
+      at::mm_out(gCin_t, gCC_t, WbT);
+      const T* gcin = gCin.data_ptr<T>();
+      // phase 2: through r * s (primal) and dr * e + r_e * ds (tangent), then the gates' sigmoids
+      // (on e rows with the sigma'' term of [dr, dz] = sigma'(g_e) dG)
+      for_rows(M, 6 * n, [&](int64_t i) {
+        const T* rzi = rz + i * 2 * n;
+        const T* s = S_t + i * m;
+        const T* gcp = gcin + i * n;
+        T* gsi = gsp + i * n;
+        T* gri = grz + i * 2 * n;
+        T* ggi = gGt + i * 2 * n;
+        if (i < H) {
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) {
+            gri[j] = gcp[j] * s[j];
+            gsi[j] += gcp[j] * rzi[j];
+          }
+        } else {
+          const int64_t k = i - H;
+          const T* gT = gcin + (M + k) * n;
+          const T* ds = S_t + (M + k) * m;
+          const T* dr = drz + k * 2 * n;
+          const T* dg = g + (M + k) * 2 * n;
+          T* gexk = gexp + k * n;
+          T* gdsk = gdsxp + k * n;
+          T* gdk = gdrz + k * 2 * n;
+          T* ggt = gGt + (M + k) * 2 * n;
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) {
+            const T r = rzi[j], e = s[j], gt = gT[j];
+            gri[j] = gcp[j] * e + gt * ds[j];
+            gsi[j] += gcp[j] * r;
+            gexk[j] += gt * dr[j];
+            gdsk[j] += gt * r;
+            gdk[j] = gt * e;
+          }
+#pragma omp simd
+          for (int64_t j = 0; j < 2 * n; ++j) {
+            const T v = rzi[j], gv = gdk[j];
+            ggt[j] = gv * v * (T(1) - v);
+            gri[j] += gv * dg[j] * (T(1) - T(2) * v);
+          }
+        }
+#pragma omp simd
+        for (int64_t j = 0; j < 2 * n; ++j) ggi[j] = gri[j] * rzi[j] * (T(1) - rzi[j]);
+      });
+    } else {
+      const T* z = Z.data_ptr<T>() + t * R * n;
+      for_rows(M, 2 * n, [&](int64_t i) {
+        const T* zi = z + i * n;
+        const T* f = F_t + i * n;
+        T* ggi = gGt + i * n;
+        if (i < H) {
+          const T* gfh = gFhp + (t * H + i) * n;
+          const T* ghi = ghp + i * n;
+          if (relu) {
+#pragma omp simd
+            for (int64_t j = 0; j < n; ++j) ggi[j] = zi[j] > T(0) ? gfh[j] + ghi[j] : T(0);
+          } else {
+#pragma omp simd
+            for (int64_t j = 0; j < n; ++j) ggi[j] = (gfh[j] + ghi[j]) * (T(1) - f[j] * f[j]);
+          }
+        } else {
+          const int64_t k = i - H;
+          const T* gfe = gFep + (t * K + k) * n;
+          const T* gak = gAp + (t * K + k) * n;
+          const T* gacc = gap + k * n;
+          const T* zt = z + (M + k) * n;
+          T* gdk = gdp + k * n;
+          T* ggt = gGt + (M + k) * n;
+          if (relu) {
+#pragma omp simd
+            for (int64_t j = 0; j < n; ++j) {
+              const T gdv = gak[j] + gacc[j];
+              const bool on = zi[j] > T(0);
+              gdk[j] = gdv;
+              ggt[j] = on ? gdv : T(0);
+              ggi[j] = on ? gfe[j] : T(0);
+            }
+          } else {
+#pragma omp simd
+            for (int64_t j = 0; j < n; ++j) {
+              const T gdv = gak[j] + gacc[j], fv = f[j], slope = T(1) - fv * fv;
+              gdk[j] = gdv;
+              ggt[j] = gdv * slope;
+              // d = (1 - f_e^2) dz: the second-order term -2 f_e dz on f_e
+              ggi[j] = (gfe[j] - T(2) * fv * zt[j] * gdv) * slope;
+            }
+          }
+        }
+      });
+    }
+    at::mm_out(gS, gG_t, WaT);
+    // phase 3: the state rows' gradients. RNN rows carry gh to step t - 1; e rows go back through
+    // a = e + d, ds = a_{t-1} - e and E to a_{t-1}.
+    const bool has_gs = gru;
+    if (H) {
+      for_rows(H, n, [&](int64_t i) {
+        const T* gsr = gSp + i * n;
+        const T* gsi = gsp + i * n;
+        T* gh_i = ghp + i * n;
+        if (has_gs) {
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) gh_i[j] = gsr[j] + gsi[j];
+        } else {
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) gh_i[j] = gsr[j];
+        }
+      });
+    }
+    if (K) {
+      const T* e_rows = S_t + H * m;
+      T* gp_last = gP[L - 1].data_ptr<T>() + t * B * n;
+      const T* gEot = gEop + t * K * n;
+      for_rows(K, n, [&](int64_t k) {
+        const T* e = e_rows + k * m;
+        const T* gse = gSp + (H + k) * n;
+        const T* gst = gSp + (M + k) * n;
+        const T* gsi = gsp + (H + k) * n;
+        const T* gdk = gdp + k * n;
+        const T* gexk = gexp + k * n;
+        const T* gdsk = gdsxp + k * n;
+        const T* geo = gEot + k * n;
+        T* gdek = gdep + k * n;
+        T* gp = gp_last + k * n;
+        if (has_gs) {
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) {
+            const T gdev = gst[j] + gdsk[j];
+            gdek[j] = gdev;
+            const T ge = gdk[j] + gse[j] + gsi[j] + geo[j] + gexk[j] - gdev;
+            gp[j] = ge * (T(1) - e[j] * e[j]);
+          }
+        } else {
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) {
+            const T gdev = gst[j];
+            gdek[j] = gdev;
+            const T ge = gdk[j] + gse[j] + geo[j] - gdev;
+            gp[j] = ge * (T(1) - e[j] * e[j]);
+          }
+        }
+      });
+      for (int64_t l = L - 1; l >= 0; --l) {
+        at::mm_out(Eg, gP[l].select(0, t), EmT[l]);
+        const T* egp = Eg.data_ptr<T>();
+        if (l > 0) {
+          const T* zp = Zs[l - 1].data_ptr<T>() + t * B * n;
+          T* gpp = gP[l - 1].data_ptr<T>() + t * B * n;
+          for_rows(B, n, [&](int64_t i) {
+#pragma omp simd
+            for (int64_t j = 0; j < n; ++j) {
+              const T zv = zp[i * n + j];
+              gpp[i * n + j] = egp[i * n + j] * (T(1) - zv * zv);
+            }
+          });
+        } else {
+          for_rows(K, n, [&](int64_t i) {
+#pragma omp simd
+            for (int64_t j = 0; j < n; ++j) gap[i * n + j] = egp[i * n + j] + gdep[i * n + j];
+          });
+        }
+      }
+    }
+  }
+  // needs: [s0, Wa, Wb, E]
+  // a gradient not asked for comes back as an empty tensor (the Python side hands None to autograd)
+  Tensor none = at::empty({0}, opts), g_s0 = none, gWa = none, gWb = none;
+  if (needs[0]) g_s0 = H && K ? gh + ga : (H ? gh : ga);
+  if (needs[1]) gWa = at::mm(S.view({T_ * R, m}).t(), gG.view({T_ * R, wa_cols}));
+  if (gru && needs[2]) gWb = at::mm(Cin.view({T_ * R, m}).t(), gCC.view({T_ * R, n}));
+  std::vector<Tensor> out{g_s0, gWa, gWb};
+  if (K && needs[3]) {
+    // E's inputs per layer: a_{t-1} (s0 at t = 0) for the first, the hidden outputs after
+    Tensor a_prev = at::cat({s0.unsqueeze(0), A.narrow(0, 0, T_ - 1)}, 0).view({T_ * B, n});
+    for (int64_t l = 0; l < L; ++l) {
+      Tensor gp = gP[l].view({T_ * B, n});
+      Tensor in = l == 0 ? a_prev : Zs[l - 1].view({T_ * B, n});
+      out.push_back(gp.sum(0));
+      out.push_back(at::mm(in.t(), gp));
+    }
+  }
+  return out;
+}
+
+std::vector<Tensor> sequence_backward(int64_t kind, bool rnn, bool jslds, const Tensor& s0, const Tensor& Wa,
+                                      const c10::optional<Tensor>& Wb, at::TensorList Em, at::TensorList saved,
+                                      const Tensor& gFh, const Tensor& gFe, const Tensor& gA, const Tensor& gEo,
+                                      c10::List<bool> needs_list) {
+  const Tensor& S = saved[0];
+  TORCH_CHECK(S.dim() == 3, "sequence kernel: saved[0] must be the stacked rows (T, R, m)");
+  const Dims d = make_dims(kind, rnn, jslds, s0, S.narrow(2, s0.size(1), S.size(2) - s0.size(1)),
+                           static_cast<int64_t>(Em.size()));
+  std::vector<bool> needs;
+  for (bool b : needs_list) needs.push_back(b);
+  TORCH_CHECK(needs.size() == 4, "sequence kernel: needs is [s0, Wa, Wb, E]");
+  std::vector<Tensor> em(Em.begin(), Em.end()), sv(saved.begin(), saved.end());
+  // incoming gradients may be expanded (a loss that sums a trajectory): read dense copies
+  const Tensor gFhc = gFh.contiguous(), gFec = gFe.contiguous(), gAc = gA.contiguous(), gEoc = gEo.contiguous();
+  std::vector<Tensor> out;
+  AT_DISPATCH_FLOATING_TYPES(s0.scalar_type(), "auxfn_jslds_sequence_backward", [&] {
+    out = backward_impl<scalar_t>(d, s0.contiguous(), Wa, Wb, em, sv, gFhc, gFec, gAc, gEoc, needs);
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(auxfn_jslds, m) {
+  m.def("sequence_forward(int kind, bool rnn, bool jslds, Tensor s0, Tensor X, Tensor Wa, Tensor? Wb, "
+        "Tensor[] Eb, Tensor[] Em) -> Tensor[]");
+  m.def("sequence_backward(int kind, bool rnn, bool jslds, Tensor s0, Tensor Wa, Tensor? Wb, Tensor[] Em, "
+        "Tensor[] saved, Tensor gFh, Tensor gFe, Tensor gA, Tensor gEo, bool[] needs) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(auxfn_jslds, CPU, m) {
+  m.impl("sequence_forward", &sequence_forward);
+  m.impl("sequence_backward", &sequence_backward);
+}
