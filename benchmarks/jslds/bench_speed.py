@@ -7,7 +7,9 @@ Sizes: GRU (n=100, B=256) and (n=64, B=64), T=25, u=6, o=3, 3-bit flip-flop batc
 thread count the JSLDS step and the RNN step on the default path (the whole-sequence Function with a
 hand-written backward, ``auxfn.jslds.fused``), the same two with per-step autograd (``fused=False``,
 the previous default), and the JSLDS with ``torch.func.jvp`` (no analytic JVP, no fused/projected
-path) are timed *interleaved* (one step of each in turn), so that load from
+path), and the JSLDS and the RNN on the native C++ kernel (``native=True``, ``auxfn.jslds.native``;
+both through the kernel, so their ratio compares like with like) are timed *interleaved* (one step
+of each in turn), so that load from
 other jobs hits all of them alike; the ratios are the robust figures, absolute seconds are not on a
 shared machine. FLOPs per step are counted with ``torch.utils.flop_counter.FlopCounterMode`` (one
 fwd + bwd) and compared with this machine's float32 matmul throughput (a 1024^3 ``torch.mm``
@@ -18,6 +20,8 @@ python``; its compile time is reported). The throughput of the largest per-step 
 measured too. Also: time to fixed points, one pass of E over N JSLDS states of the
 co-trained model vs ``find_fixed_points`` from N RNN states of the standard model (trained runs
 if given, else the presets' models at initialisation with a fixed number of finder iterations).
+The native kernel's cold build time (a fresh ``TORCH_EXTENSIONS_DIR``, in a subprocess) is measured
+unless ``--no-cold-build``; without a C++ compiler or ninja the native columns are left empty.
 Writes results.json and results.md into --out (default benchmarks/jslds/results/speed).
 """
 
@@ -45,9 +49,9 @@ class AutogradGRU(GRUCell):
     sequence_kind = None
 
 
-def make(cell_cls, n, seed=0, fused=True):
+def make(cell_cls, n, seed=0, fused=True, native=False):
     torch.manual_seed(seed)
-    model = JSLDS(cell_cls(n, 6), n_out=3, fused=fused)
+    model = JSLDS(cell_cls(n, 6), n_out=3, fused=fused, native=native)
     opt = torch.optim.Adam(model.parameters(), lr=0.02, eps=0.1)
     return model, opt
 
@@ -118,6 +122,25 @@ def time_interleaved(systems: dict, batches, repeats: int, warmup: int = 3) -> t
     return {k: median(v) for k, v in times.items()}, {k: median(v) for k, v in cpu.items()}
 
 
+def cold_build_seconds() -> dict:
+    """Build the native kernel from scratch (an empty TORCH_EXTENSIONS_DIR) in a fresh process: the
+    seconds ``load_native`` took there (compile + link + load; not the interpreter's start)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    code = ("import json; from auxfn.jslds.native import load_native, build_info; load_native(); "
+            "print(json.dumps(build_info()))")
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, TORCH_EXTENSIONS_DIR=d),
+                           capture_output=True, text=True, timeout=600)
+    try:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"loaded": False, "reason": (r.stderr or r.stdout)[-400:], "build_seconds": None}
+
+
 def time_to_fixed_points(n_states: int, jslds_run, standard_run, fp_iters: int) -> dict:
     """One pass of E over N JSLDS states (co-trained model) vs find_fixed_points from N RNN states
     (standard model), the same N."""
@@ -165,9 +188,17 @@ def main() -> None:
     ap.add_argument("--jslds-run", type=Path, default=None)
     ap.add_argument("--standard-run", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--no-cold-build", action="store_true", help="skip timing the native kernel's build from scratch")
     args = ap.parse_args()
     out = args.out or Path(__file__).parent / "results" / "speed"
     out.mkdir(parents=True, exist_ok=True)
+    from auxfn.jslds.native import build_info, load_native
+
+    cold = None if args.no_cold_build else cold_build_seconds()
+    if cold is not None:
+        print(json.dumps({"native_cold_build": cold}), flush=True)
+    has_native = load_native()  # the cached build (or a build, if the cold one was skipped)
+    native_load = build_info()
     task = FlipFlopTask()
     rows, peaks = [], {}
     for threads in args.threads:
@@ -183,6 +214,9 @@ def main() -> None:
                 "rnn_stepwise": (*make(GRUCell, n, fused=False), False, None),
                 "jslds_torch_func_jvp": (*make(AutogradGRU, n), True, None),
             }
+            if has_native:
+                systems["jslds_native"] = (*make(GRUCell, n, native=True), True, None)
+                systems["rnn_native"] = (*make(GRUCell, n, native=True), False, None)
             compile_s = None
             compiled = args.compile and (args.compile_threads is None or threads in args.compile_threads)
             if compiled:
@@ -212,8 +246,17 @@ def main() -> None:
                 "rnn_fraction_of_matmul_peak": fr / t["rnn"] / 1e9 / peaks[threads],
                 "step_matmul_gflops": step_mm,
             }
+            if has_native:
+                row.update(jslds_native_s=t["jslds_native"], rnn_native_s=t["rnn_native"],
+                           native_jslds_over_rnn=t["jslds_native"] / t["rnn_native"],
+                           native_speedup_jslds=t["jslds"] / t["jslds_native"], native_speedup_rnn=t["rnn"] / t["rnn_native"],
+                           speedup_vs_official_native=OFFICIAL_JAX[(n, B)] / t["jslds_native"])
             if threads == 1:  # CPU seconds of the one working thread (see time_interleaved)
                 row.update(jslds_cpu_s=tc["jslds"], rnn_cpu_s=tc["rnn"], jslds_over_rnn_cpu=tc["jslds"] / tc["rnn"])
+                if has_native:
+                    row.update(jslds_native_cpu_s=tc["jslds_native"], rnn_native_cpu_s=tc["rnn_native"],
+                               native_jslds_over_rnn_cpu=tc["jslds_native"] / tc["rnn_native"],
+                               native_speedup_jslds_cpu=tc["jslds"] / tc["jslds_native"])
             if compiled:
                 row.update(jslds_compiled_s=t["jslds_compiled"], compile_seconds=compile_s,
                            speedup_vs_official_compiled=OFFICIAL_JAX[(n, B)] / t["jslds_compiled"])
@@ -229,7 +272,8 @@ def main() -> None:
     except OSError:
         load = None
     res = {"torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M"), "load_average_at_end": load,
-           "matmul_gflops_1024": peaks, "rows": rows, "time_to_fixed_points": fp}
+           "matmul_gflops_1024": peaks, "rows": rows, "time_to_fixed_points": fp,
+           "native_cold_build": cold, "native_load": native_load}
     (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     lines = ["# JSLDS training-step speed", "",
              f"torch {torch.__version__}, {res['date']}, load average at the end {load}; median of {args.repeats} "
@@ -255,11 +299,31 @@ def main() -> None:
     lines += ["", f"Time to fixed points ({fp['source']}), N = {fp['n_states']} states: one pass of E "
               f"{fp['seconds_expansion_pass']:.4f} s; find_fixed_points ({fp['fp_iters']} Adam iterations + Newton) "
               f"{fp['seconds_find_fixed_points']:.2f} s ({fp['ratio']:.0f}x), {fp['n_fixed_points_kept']} fixed points kept."]
+    if has_native:
+        lines += ["", "Native C++ kernel (`native=True`; the JSLDS and the RNN both through it), interleaved with the "
+                  "columns above; speed-ups against the default path (the Python whole-sequence Function):", "",
+                  "| threads | n | B | native JSLDS s/step | native RNN s/step | native JSLDS/RNN | JSLDS speed-up vs "
+                  "Python Function | RNN speed-up | official JAX | native speed-up vs JAX |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['threads']} | {r['n']} | {r['B']} | {r['jslds_native_s']:.4f} | {r['rnn_native_s']:.4f} | "
+                  f"{r['native_jslds_over_rnn']:.2f} | {r['native_speedup_jslds']:.2f} | {r['native_speedup_rnn']:.2f} | "
+                  f"{r['official_jax_s']} | {r['speedup_vs_official_native']:.2f} |" for r in rows]
+    if cold is not None:
+        lines += ["", "Native kernel cold build (empty TORCH_EXTENSIONS_DIR, fresh process): "
+                  + (f"{cold['build_seconds']:.1f} s" if cold.get("loaded") else f"failed ({cold.get('reason')})")
+                  + f"; load of the cached build in this process: {native_load['build_seconds']:.2f} s."]
+    elif not has_native:
+        lines += ["", f"Native kernel not available: {native_load['reason']}"]
     cpu_rows = [r for r in rows if "jslds_cpu_s" in r]
     if cpu_rows:
         lines += ["", "CPU seconds of the working thread per step (1 thread; less sensitive to load than wall time):", "",
                   "| n | B | JSLDS CPU s/step | RNN CPU s/step | JSLDS/RNN (CPU) |", "|---|---|---|---|---|"]
         lines += [f"| {r['n']} | {r['B']} | {r['jslds_cpu_s']:.4f} | {r['rnn_cpu_s']:.4f} | {r['jslds_over_rnn_cpu']:.2f} |" for r in cpu_rows]
+        if has_native:
+            lines += ["", "| n | B | native JSLDS CPU s/step | native RNN CPU s/step | native JSLDS/RNN (CPU) | native JSLDS "
+                      "speed-up vs Python Function (CPU) |", "|---|---|---|---|---|---|"]
+            lines += [f"| {r['n']} | {r['B']} | {r['jslds_native_cpu_s']:.4f} | {r['rnn_native_cpu_s']:.4f} | "
+                      f"{r['native_jslds_over_rnn_cpu']:.2f} | {r['native_speedup_jslds_cpu']:.2f} |" for r in cpu_rows]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

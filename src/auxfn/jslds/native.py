@@ -155,4 +155,4 @@ def sequence_forward(spec: SequenceSpec, s0: torch.Tensor, X: torch.Tensor, Wa: 
     if not (all(t.device.type == "cpu" and t.dtype == s0.dtype for t in tensors) and s0.dtype in _DTYPES) or not load_native():
         return python_sequence_forward(spec, s0, X, Wa, Wb, expansion)
     flat = [t for pair in expansion for t in pair] if spec.jslds else []
-    return _NativeSequence.apply(spec, s0, X.contiguous(), Wa, Wb, *flat)
+    return _NativeSequence.apply(spec, s0, X, Wa, Wb, *flat)  # X: any strides (the kernel reads them)

@@ -14,8 +14,11 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 // glibc's vector math library (libmvec, glibc >= 2.35 for tanh) has SIMD versions of tanh; its
@@ -52,6 +55,104 @@ inline void for_rows(int64_t rows, int64_t width, const Fn& f) {
   });
 }
 
+// ------------------------------------------------------------------------------------ products
+// The per-step products go straight to the Fortran BLAS that libtorch_cpu carries (MKL on x86
+// wheels; torch calls it with 32-bit ints too, and sets its thread count): through at::mm_out each
+// small product also paid the dispatcher, output checks and the tensor views of its operands,
+// about a tenth of a step at n=64. Where libtorch_cpu exports no sgemm_/dgemm_, or they fail a
+// one-time check against at::mm, the products go through at::mm_out on views of the same memory.
+using sgemm_fn = void (*)(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+                          const int*, const float*, const int*, const float*, float*, const int*);
+using dgemm_fn = void (*)(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
+                          const int*, const double*, const int*, const double*, double*, const int*);
+
+struct Blas {
+  sgemm_fn s = nullptr;
+  dgemm_fn d = nullptr;
+};
+
+template <typename T>
+void gemm_aten(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, bool ta, const T* B, int64_t ldb, bool tb,
+               T beta, T* C, int64_t ldc) {
+  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  auto view = [&](const T* p, int64_t rows, int64_t cols, int64_t ld, bool tr) {
+    Tensor v = at::from_blob(const_cast<T*>(p), {tr ? cols : rows, tr ? rows : cols}, {ld, 1}, opts);
+    return tr ? v.t() : v;
+  };
+  Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
+  if (beta == T(0)) {
+    at::mm_out(c, view(A, M, K, lda, ta), view(B, K, N, ldb, tb));
+  } else {
+    c.addmm_(view(A, M, K, lda, ta), view(B, K, N, ldb, tb), beta, 1);
+  }
+}
+
+// Row-major C (M x N) = op(A) (M x K) op(B) (K x N) + beta C, each operand with its row stride.
+// Column-major BLAS sees each row-major matrix transposed, so it computes C^T = op(B)^T op(A)^T.
+template <typename T>
+void gemm_blas(const Blas& b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, bool ta, const T* B,
+               int64_t ldb, bool tb, T beta, T* C, int64_t ldc) {
+  const char tra = tb ? 'T' : 'N', trb = ta ? 'T' : 'N';
+  const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+  const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+  const T one = T(1);
+  if constexpr (std::is_same_v<T, float>) {
+    b.s(&tra, &trb, &m, &n, &k, &one, B, &la, A, &lb, &beta, C, &lc);
+  } else {
+    b.d(&tra, &trb, &m, &n, &k, &one, B, &la, A, &lb, &beta, C, &lc);
+  }
+}
+
+bool blas_agrees(const Blas& b) {
+  // 3 x 4 @ 4 x 5 with transposes and padded leading dimensions, against at::mm in float64 (fixed
+  // values: drawing random ones would move the user's global generator)
+  Tensor A = at::arange(28, at::kDouble).view({4, 7}).sin(), B = at::arange(30, at::kDouble).view({5, 6}).cos();
+  Tensor ref = at::mm(A.narrow(1, 0, 3).t(), B.narrow(1, 0, 4).t());
+  bool ok = true;
+  for (int pass = 0; pass < 2; ++pass) {
+    Tensor C = at::zeros({3, 8}, at::kDouble);
+    if (pass == 0) {
+      gemm_blas<double>(b, 3, 5, 4, A.data_ptr<double>(), 7, true, B.data_ptr<double>(), 6, true, 0.0,
+                        C.data_ptr<double>(), 8);
+      ok = ok && at::allclose(C.narrow(1, 0, 5), ref, 1e-12, 1e-12);
+    } else {
+      Tensor Af = A.to(at::kFloat), Bf = B.to(at::kFloat), Cf = C.to(at::kFloat);
+      gemm_blas<float>(b, 3, 5, 4, Af.data_ptr<float>(), 7, true, Bf.data_ptr<float>(), 6, true, 0.f,
+                       Cf.data_ptr<float>(), 8);
+      ok = ok && at::allclose(Cf.narrow(1, 0, 5).to(at::kDouble), ref, 1e-5, 1e-5);
+    }
+  }
+  return ok;
+}
+
+const Blas& blas() {
+  static const Blas found = [] {
+    Blas b;
+#ifdef AUXFN_NO_DIRECT_BLAS  // build switch: exercise the at::mm_out path
+    return b;
+#endif
+    void* h = dlopen("libtorch_cpu.so", RTLD_LAZY | RTLD_NOLOAD);
+    if (h != nullptr) {
+      b.s = reinterpret_cast<sgemm_fn>(dlsym(h, "sgemm_"));
+      b.d = reinterpret_cast<dgemm_fn>(dlsym(h, "dgemm_"));
+    }
+    if (b.s == nullptr || b.d == nullptr || !blas_agrees(b)) b = Blas{};
+    return b;
+  }();
+  return found;
+}
+
+template <typename T>
+inline void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, bool ta, const T* B, int64_t ldb, bool tb,
+                 T* C, int64_t ldc, T beta = T(0)) {
+  const Blas& b = blas();
+  if (b.s != nullptr) {
+    gemm_blas<T>(b, M, N, K, A, lda, ta, B, ldb, tb, beta, C, ldc);
+  } else {
+    gemm_aten<T>(M, N, K, A, lda, ta, B, ldb, tb, beta, C, ldc);
+  }
+}
+
 struct Dims {
   int64_t B, n, T, H, K, M, R, m, L;
   Kind kind;
@@ -82,15 +183,14 @@ Dims make_dims(int64_t kind, bool rnn, bool jslds, const Tensor& s0, const Tenso
 // E's layers for step t: z <- tanh(z M_l + b_l). The hidden layers' outputs are kept (backward
 // needs them); the last writes e_t into the stacked rows and the tangent a_{t-1} - e_t beside it.
 template <typename T>
-void expansion_step(const Dims& d, int64_t t, const T* a_prev, const Tensor& a_prev_t, const std::vector<Tensor>& Eb,
-                    const std::vector<Tensor>& Em, const std::vector<Tensor>& Zs, const Tensor& scratch, T* S_t) {
+void expansion_step(const Dims& d, int64_t t, const T* a_prev, const std::vector<Tensor>& Eb,
+                    const std::vector<Tensor>& Em, const std::vector<Tensor>& Zs, T* scratch, T* S_t) {
   const int64_t n = d.n, m = d.m, H = d.H, M = d.M;
-  Tensor z = a_prev_t;
+  const T* z = a_prev;
   for (int64_t l = 0; l < d.L; ++l) {
     const bool last = l == d.L - 1;
-    Tensor out = last ? scratch : Zs[l].select(0, t);
-    at::mm_out(out, z, Em[l]);
-    T* o = out.data_ptr<T>();
+    T* o = last ? scratch : Zs[l].data_ptr<T>() + t * d.B * n;
+    gemm<T>(d.B, n, n, z, n, false, Em[l].data_ptr<T>(), n, false, o, n);
     const T* b = Eb[l].data_ptr<T>();
     if (!last) {
       for_rows(d.B, n, [&](int64_t i) {
@@ -98,7 +198,7 @@ void expansion_step(const Dims& d, int64_t t, const T* a_prev, const Tensor& a_p
 #pragma omp simd
         for (int64_t j = 0; j < n; ++j) r[j] = std::tanh(r[j] + b[j]);
       });
-      z = out;
+      z = o;
     } else {
       for_rows(d.B, n, [&](int64_t i) {
         const T* r = o + i * n;
@@ -124,7 +224,21 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& s0, const Tensor& 
   const bool gru = d.kind == GRU, relu = d.kind == RELU;
   auto opts = s0.options();
   Tensor S = at::empty({T_, R, m}, opts);
-  S.narrow(2, n, m - n).copy_(X);
+  // the inputs' columns [x | 1] of every stacked row, read from X with whatever strides it has
+  // (the model hands a transposed view: a dense copy first would cost as much as this loop)
+  auto put_inputs = [&](Tensor& dst) {
+    const auto xa = X.accessor<T, 3>();
+    T* base = dst.data_ptr<T>();
+    const int64_t ux = m - n;
+    at::parallel_for(0, T_ * R, std::max<int64_t>(1, 16384 / ux), [&](int64_t b, int64_t e) {
+      for (int64_t q = b; q < e; ++q) {
+        const int64_t t = q / R, r = q % R;
+        T* row = base + q * m + n;
+        for (int64_t j = 0; j < ux; ++j) row[j] = xa[t][r][j];
+      }
+    });
+  };
+  put_inputs(S);
   Tensor F = at::empty({T_, M, n}, opts);
   Tensor A = at::empty({K ? T_ : 0, K, n}, opts);
   std::vector<Tensor> Zs;
@@ -135,7 +249,7 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& s0, const Tensor& 
     G = at::empty({T_, R, 2 * n}, opts);
     RZ = at::empty({T_, M, 2 * n}, opts);
     Cin = at::empty({T_, R, m}, opts);
-    Cin.narrow(2, n, m - n).copy_(X);
+    put_inputs(Cin);
     CC = at::empty({T_, R, n}, opts);
     C = at::empty({T_, M, n}, opts);
     DRZ = at::empty({T_, K, 2 * n}, opts);
@@ -156,18 +270,15 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& s0, const Tensor& 
     T* S_next = t + 1 < T_ ? S_t + R * m : nullptr;
     T* F_t = Fp + t * M * n;
     T* A_t = K ? Ap + t * K * n : nullptr;
-    Tensor S_tt = S.select(0, t);
     if (K) {
       const T* a_prev = t == 0 ? s0p : Ap + (t - 1) * K * n;
-      Tensor a_prev_t = t == 0 ? s0 : A.select(0, t - 1);
-      expansion_step<T>(d, t, a_prev, a_prev_t, Eb, Em, Zs, scratch, S_t);
+      expansion_step<T>(d, t, a_prev, Eb, Em, Zs, scratch.data_ptr<T>(), S_t);
     }
     if (gru) {
-      Tensor G_t = G.select(0, t), Cin_t = Cin.select(0, t), CC_t = CC.select(0, t);
-      at::mm_out(G_t, S_tt, Wa);
-      const T* g = G_t.data_ptr<T>();
+      T* g = G.data_ptr<T>() + t * R * 2 * n;
+      gemm<T>(R, 2 * n, m, S_t, m, false, Wa.data_ptr<T>(), 2 * n, false, g, 2 * n);
       T* rz = RZ.data_ptr<T>() + t * M * 2 * n;
-      T* cin = Cin_t.data_ptr<T>();
+      T* cin = Cin.data_ptr<T>() + t * R * m;
       T* drz = DRZ.data_ptr<T>() + t * K * 2 * n;
       // gates of every primal row; on an e row also the tangent row's [dr, dz] and d(r * s)
       for_rows(M, 3 * n, [&](int64_t i) {
@@ -191,8 +302,8 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& s0, const Tensor& 
           for (int64_t j = 0; j < n; ++j) ct[j] = dk[j] * s[j] + rzi[j] * ds[j];  // dr * e + r_e * ds
         }
       });
-      at::mm_out(CC_t, Cin_t, Wb);
-      const T* cc = CC_t.data_ptr<T>();
+      T* cc = CC.data_ptr<T>() + t * R * n;
+      gemm<T>(R, n, m, cin, m, false, Wb.data_ptr<T>(), n, false, cc, n);
       T* c = C.data_ptr<T>() + t * M * n;
       T* dc = DC.data_ptr<T>() + t * K * n;
       // candidate and F on primal rows; on an e row also the JVP d and a = e + d
@@ -227,9 +338,8 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& s0, const Tensor& 
         }
       });
     } else {
-      Tensor Z_t = Z.select(0, t);
-      at::mm_out(Z_t, S_tt, Wa);
-      const T* z = Z_t.data_ptr<T>();
+      T* z = Z.data_ptr<T>() + t * R * n;
+      gemm<T>(R, n, m, S_t, m, false, Wa.data_ptr<T>(), n, false, z, n);
       for_rows(M, 2 * n, [&](int64_t i) {
         const T* zi = z + i * n;
         T* f = F_t + i * n;
@@ -274,7 +384,7 @@ std::vector<Tensor> sequence_forward(int64_t kind, bool rnn, bool jslds, const T
   TORCH_CHECK(Eb.size() == Em.size(), "sequence kernel: one bias per expansion layer");
   const Dims d = make_dims(kind, rnn, jslds, s0, X, static_cast<int64_t>(Em.size()));
   TORCH_CHECK(d.kind != GRU || (Wb.has_value() && Wb->defined()), "sequence kernel: the GRU needs Wb");
-  const Tensor s0c = s0.contiguous(), Xc = X.contiguous(), Wac = Wa.contiguous();
+  const Tensor s0c = s0.contiguous(), Wac = Wa.contiguous();
   c10::optional<Tensor> Wbc;
   if (d.kind == GRU) Wbc = Wb->contiguous();
   std::vector<Tensor> ebc, emc;
@@ -284,7 +394,7 @@ std::vector<Tensor> sequence_forward(int64_t kind, bool rnn, bool jslds, const T
   }
   std::vector<Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(s0.scalar_type(), "auxfn_jslds_sequence_forward", [&] {
-    out = forward_impl<scalar_t>(d, s0c, Xc, Wac, Wbc, ebc, emc);
+    out = forward_impl<scalar_t>(d, s0c, X, Wac, Wbc, ebc, emc);
   });
   return out;
 }
@@ -316,11 +426,8 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
   Tensor gCC = gru ? at::empty({T_, R, n}, opts) : Tensor();  // and of the Wb products
   std::vector<Tensor> gP;  // gradients of E's pre-activations, per layer
   for (int64_t l = 0; l < L; ++l) gP.push_back(at::empty({T_, B, n}, opts));
-  // the state blocks of the weights, transposed views: BLAS reads them with its transpose flag
-  const Tensor WaT = Wa.narrow(0, 0, n).t();
-  const Tensor WbT = gru ? Wb_opt->narrow(0, 0, n).t() : Tensor();
-  std::vector<Tensor> EmT;
-  for (auto& w : Em) EmT.push_back(w.t());
+  // the per-step products read the weights' state blocks (their first n rows) transposed, through
+  // BLAS's transpose flag
 
   // per-step work buffers
   Tensor gh = at::zeros({H, n}, opts), ga = at::zeros({K, n}, opts);
@@ -336,6 +443,11 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
   const T* gFep = K ? gFe.data_ptr<T>() : nullptr;
   const T* gAp = K ? gA.data_ptr<T>() : nullptr;
   const T* gEop = K ? gEo.data_ptr<T>() : nullptr;
+  // element (t, row, j) of an incoming gradient g is g[t * st + row * sr + j]
+  const int64_t Fh_st = H ? gFh.stride(0) : 0, Fh_sr = H ? gFh.stride(1) : 0;
+  const int64_t Fe_st = K ? gFe.stride(0) : 0, Fe_sr = K ? gFe.stride(1) : 0;
+  const int64_t A_st = K ? gA.stride(0) : 0, A_sr = K ? gA.stride(1) : 0;
+  const int64_t Eo_st = K ? gEo.stride(0) : 0, Eo_sr = K ? gEo.stride(1) : 0;
   T* ghp = gh.data_ptr<T>();
   T* gap = ga.data_ptr<T>();
   T* gsp = gs.data_ptr<T>();
@@ -348,8 +460,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
   for (int64_t t = T_ - 1; t >= 0; --t) {
     const T* S_t = Sp + t * R * m;
     const T* F_t = Fp + t * M * n;
-    Tensor gG_t = gG.select(0, t);
-    T* gGt = gG_t.data_ptr<T>();
+    T* gGt = gG.data_ptr<T>() + t * R * wa_cols;
     // the incoming gradient of an RNN row's F is gFh plus the gradient carried from step t + 1 (gh)
     if (gru) {
       const T* rz = RZ.data_ptr<T>() + t * M * 2 * n;
@@ -358,8 +469,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
       const T* cc = CC.data_ptr<T>() + t * R * n;
       const T* drz = DRZ.data_ptr<T>() + t * K * 2 * n;
       const T* dc = DC.data_ptr<T>() + t * K * n;
-      Tensor gCC_t = gCC.select(0, t);
-      T* gcc = gCC_t.data_ptr<T>();
+      T* gcc = gCC.data_ptr<T>() + t * R * n;
       T* grz = g_rz.data_ptr<T>();
       T* gdrz = g_drz.data_ptr<T>();
       // phase 1: through f = c + z (s - c) and, on e rows, through d = dz (e - c_e) + z_e ds + (1 - z_e) dc
@@ -372,7 +482,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
         T* gzi = grz + i * 2 * n + n;
         T* gcci = gcc + i * n;
         if (i < H) {
-          const T* gfh = gFhp + (t * H + i) * n;
+          const T* gfh = gFhp + t * Fh_st + i * Fh_sr;
           const T* ghi = ghp + i * n;
 #pragma omp simd
           for (int64_t j = 0; j < n; ++j) {
@@ -383,8 +493,8 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
           }
         } else {
           const int64_t k = i - H;
-          const T* gfe = gFep + (t * K + k) * n;
-          const T* gak = gAp + (t * K + k) * n;
+          const T* gfe = gFep + t * Fe_st + k * Fe_sr;
+          const T* gak = gAp + t * A_st + k * A_sr;
           const T* gacc = gap + k * n;
           const T* ds = S_t + (M + k) * m;
           const T* dck = dc + k * n;
@@ -416,9 +526,8 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
           }
         }
       });
-      Tensor gCin_t = gCin;
-      at::mm_out(gCin_t, gCC_t, WbT);
-      const T* gcin = gCin.data_ptr<T>();
+      T* gcin = gCin.data_ptr<T>();
+      gemm<T>(R, n, n, gcc, n, false, Wb_opt->data_ptr<T>(), n, true, gcin, n);  // gCC W_c_h^T
       // phase 2: through r * s (primal) and dr * e + r_e * ds (tangent), then the gates' sigmoids
       // (on e rows with the sigma'' term of [dr, dz] = sigma'(g_e) dG)
       for_rows(M, 6 * n, [&](int64_t i) {
@@ -470,7 +579,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
         const T* f = F_t + i * n;
         T* ggi = gGt + i * n;
         if (i < H) {
-          const T* gfh = gFhp + (t * H + i) * n;
+          const T* gfh = gFhp + t * Fh_st + i * Fh_sr;
           const T* ghi = ghp + i * n;
           if (relu) {
 #pragma omp simd
@@ -481,8 +590,8 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
           }
         } else {
           const int64_t k = i - H;
-          const T* gfe = gFep + (t * K + k) * n;
-          const T* gak = gAp + (t * K + k) * n;
+          const T* gfe = gFep + t * Fe_st + k * Fe_sr;
+          const T* gak = gAp + t * A_st + k * A_sr;
           const T* gacc = gap + k * n;
           const T* zt = z + (M + k) * n;
           T* gdk = gdp + k * n;
@@ -509,7 +618,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
         }
       });
     }
-    at::mm_out(gS, gG_t, WaT);
+    gemm<T>(R, n, wa_cols, gGt, wa_cols, false, Wa.data_ptr<T>(), wa_cols, true, gSp, n);  // gG W_h^T
     // phase 3: the state rows' gradients. RNN rows carry gh to step t - 1; e rows go back through
     // a = e + d, ds = a_{t-1} - e and E to a_{t-1}.
     const bool has_gs = gru;
@@ -530,7 +639,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
     if (K) {
       const T* e_rows = S_t + H * m;
       T* gp_last = gP[L - 1].data_ptr<T>() + t * B * n;
-      const T* gEot = gEop + t * K * n;
+      const T* gEot = gEop + t * Eo_st;
       for_rows(K, n, [&](int64_t k) {
         const T* e = e_rows + k * m;
         const T* gse = gSp + (H + k) * n;
@@ -539,7 +648,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
         const T* gdk = gdp + k * n;
         const T* gexk = gexp + k * n;
         const T* gdsk = gdsxp + k * n;
-        const T* geo = gEot + k * n;
+        const T* geo = gEot + k * Eo_sr;
         T* gdek = gdep + k * n;
         T* gp = gp_last + k * n;
         if (has_gs) {
@@ -561,8 +670,8 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
         }
       });
       for (int64_t l = L - 1; l >= 0; --l) {
-        at::mm_out(Eg, gP[l].select(0, t), EmT[l]);
-        const T* egp = Eg.data_ptr<T>();
+        T* egp = Eg.data_ptr<T>();
+        gemm<T>(B, n, n, gP[l].data_ptr<T>() + t * B * n, n, false, Em[l].data_ptr<T>(), n, true, egp, n);  // gP M_l^T
         if (l > 0) {
           const T* zp = Zs[l - 1].data_ptr<T>() + t * B * n;
           T* gpp = gP[l - 1].data_ptr<T>() + t * B * n;
@@ -613,12 +722,21 @@ std::vector<Tensor> sequence_backward(int64_t kind, bool rnn, bool jslds, const 
   std::vector<bool> needs;
   for (bool b : needs_list) needs.push_back(b);
   TORCH_CHECK(needs.size() == 4, "sequence kernel: needs is [s0, Wa, Wb, E]");
-  std::vector<Tensor> em(Em.begin(), Em.end()), sv(saved.begin(), saved.end());
-  // incoming gradients may be expanded (a loss that sums a trajectory): read dense copies
-  const Tensor gFhc = gFh.contiguous(), gFec = gFe.contiguous(), gAc = gA.contiguous(), gEoc = gEo.contiguous();
+  // the per-step products read the weights' memory directly: dense copies where they are not
+  std::vector<Tensor> em, sv(saved.begin(), saved.end());
+  for (const auto& w : Em) em.push_back(w.contiguous());
+  const Tensor Wac = Wa.contiguous();
+  c10::optional<Tensor> Wbc;
+  if (Wb.has_value() && Wb->defined()) Wbc = Wb->contiguous();
+  // Incoming gradients are read with their (time, row) strides: the model's (B, T, n) trajectories
+  // hand back transposed gradients, whose dense copies cost about 3 % of a paper-size step. Rows
+  // must be dense (unit stride over the state), which an expanded gradient (a loss that sums a
+  // trajectory) is not: that one is copied.
+  auto rows_dense = [](const Tensor& g) { return g.dim() == 3 && (g.size(2) <= 1 || g.stride(2) == 1) ? g : g.contiguous(); };
+  const Tensor gFhc = rows_dense(gFh), gFec = rows_dense(gFe), gAc = rows_dense(gA), gEoc = rows_dense(gEo);
   std::vector<Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(s0.scalar_type(), "auxfn_jslds_sequence_backward", [&] {
-    out = backward_impl<scalar_t>(d, s0.contiguous(), Wa, Wb, em, sv, gFhc, gFec, gAc, gEoc, needs);
+    out = backward_impl<scalar_t>(d, s0.contiguous(), Wac, Wbc, em, sv, gFhc, gFec, gAc, gEoc, needs);
   });
   return out;
 }
