@@ -422,10 +422,23 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
   for (; next < saved.size(); ++next) Zs.push_back(saved[next]);
 
   const int64_t wa_cols = gru ? 2 * n : n;
-  Tensor gG = at::empty({T_, R, wa_cols}, opts);  // gradients of the Wa products, all steps
-  Tensor gCC = gru ? at::empty({T_, R, n}, opts) : Tensor();  // and of the Wb products
-  std::vector<Tensor> gP;  // gradients of E's pre-activations, per layer
-  for (int64_t l = 0; l < L; ++l) gP.push_back(at::empty({T_, B, n}, opts));
+  // Gradients of one step's products: of the Wa products (gG), of the Wb products (gCC) and of E's
+  // pre-activations per layer (gP). The weight gradients are accumulated step by step (BLAS with
+  // beta = 1) while these are still in cache, instead of keeping all steps' for one product at the end.
+  Tensor gG = at::empty({R, wa_cols}, opts);
+  Tensor gCC = gru ? at::empty({R, n}, opts) : Tensor();
+  std::vector<Tensor> gP;
+  for (int64_t l = 0; l < L; ++l) gP.push_back(at::empty({B, n}, opts));
+  // needs: [s0, Wa, Wb, E]; a gradient not asked for comes back as an empty tensor (the Python side
+  // hands None to autograd)
+  const bool want_wa = needs[1], want_wb = gru && needs[2], want_e = K && needs[3];
+  Tensor none = at::empty({0}, opts);
+  Tensor gWa = want_wa ? at::empty({m, wa_cols}, opts) : none, gWb = want_wb ? at::empty({m, n}, opts) : none;
+  std::vector<Tensor> gEb, gEm;
+  for (int64_t l = 0; want_e && l < L; ++l) {
+    gEb.push_back(at::empty({n}, opts));
+    gEm.push_back(at::empty({n, n}, opts));
+  }
   // the per-step products read the weights' state blocks (their first n rows) transposed, through
   // BLAS's transpose flag
 
@@ -460,7 +473,8 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
   for (int64_t t = T_ - 1; t >= 0; --t) {
     const T* S_t = Sp + t * R * m;
     const T* F_t = Fp + t * M * n;
-    T* gGt = gG.data_ptr<T>() + t * R * wa_cols;
+    T* gGt = gG.data_ptr<T>();
+    const T beta = t == T_ - 1 ? T(0) : T(1);  // the first step of the backward pass sets, later ones add
     // the incoming gradient of an RNN row's F is gFh plus the gradient carried from step t + 1 (gh)
     if (gru) {
       const T* rz = RZ.data_ptr<T>() + t * M * 2 * n;
@@ -469,7 +483,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
       const T* cc = CC.data_ptr<T>() + t * R * n;
       const T* drz = DRZ.data_ptr<T>() + t * K * 2 * n;
       const T* dc = DC.data_ptr<T>() + t * K * n;
-      T* gcc = gCC.data_ptr<T>() + t * R * n;
+      T* gcc = gCC.data_ptr<T>();
       T* grz = g_rz.data_ptr<T>();
       T* gdrz = g_drz.data_ptr<T>();
       // phase 1: through f = c + z (s - c) and, on e rows, through d = dz (e - c_e) + z_e ds + (1 - z_e) dc
@@ -619,6 +633,10 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
       });
     }
     gemm<T>(R, n, wa_cols, gGt, wa_cols, false, Wa.data_ptr<T>(), wa_cols, true, gSp, n);  // gG W_h^T
+    if (want_wa) gemm<T>(m, wa_cols, R, S_t, m, true, gGt, wa_cols, false, gWa.data_ptr<T>(), wa_cols, beta);  // += S^T gG
+    if (want_wb) {
+      gemm<T>(m, n, R, Cin.data_ptr<T>() + t * R * m, m, true, gCC.data_ptr<T>(), n, false, gWb.data_ptr<T>(), n, beta);
+    }
     // phase 3: the state rows' gradients. RNN rows carry gh to step t - 1; e rows go back through
     // a = e + d, ds = a_{t-1} - e and E to a_{t-1}.
     const bool has_gs = gru;
@@ -638,7 +656,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
     }
     if (K) {
       const T* e_rows = S_t + H * m;
-      T* gp_last = gP[L - 1].data_ptr<T>() + t * B * n;
+      T* gp_last = gP[L - 1].data_ptr<T>();
       const T* gEot = gEop + t * Eo_st;
       for_rows(K, n, [&](int64_t k) {
         const T* e = e_rows + k * m;
@@ -671,10 +689,10 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
       });
       for (int64_t l = L - 1; l >= 0; --l) {
         T* egp = Eg.data_ptr<T>();
-        gemm<T>(B, n, n, gP[l].data_ptr<T>() + t * B * n, n, false, Em[l].data_ptr<T>(), n, true, egp, n);  // gP M_l^T
+        gemm<T>(B, n, n, gP[l].data_ptr<T>(), n, false, Em[l].data_ptr<T>(), n, true, egp, n);  // gP M_l^T
         if (l > 0) {
           const T* zp = Zs[l - 1].data_ptr<T>() + t * B * n;
-          T* gpp = gP[l - 1].data_ptr<T>() + t * B * n;
+          T* gpp = gP[l - 1].data_ptr<T>();
           for_rows(B, n, [&](int64_t i) {
 #pragma omp simd
             for (int64_t j = 0; j < n; ++j) {
@@ -689,24 +707,27 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
           });
         }
       }
+      // E's weight gradients: layer l's input is a_{t-1} (s0 at t = 0) for the first, the previous
+      // layer's output after; its bias gradient is the column sum of gP
+      for (int64_t l = 0; want_e && l < L; ++l) {
+        const T* in = l > 0 ? Zs[l - 1].data_ptr<T>() + t * B * n : (t == 0 ? s0.data_ptr<T>() : A.data_ptr<T>() + (t - 1) * K * n);
+        const T* gp = gP[l].data_ptr<T>();
+        gemm<T>(n, n, B, in, n, true, gp, n, false, gEm[l].data_ptr<T>(), n, beta);
+        T* gb = gEb[l].data_ptr<T>();
+        if (beta == T(0)) std::fill(gb, gb + n, T(0));
+        for (int64_t i = 0; i < B; ++i) {
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) gb[j] += gp[i * n + j];
+        }
+      }
     }
   }
-  // needs: [s0, Wa, Wb, E]
-  // a gradient not asked for comes back as an empty tensor (the Python side hands None to autograd)
-  Tensor none = at::empty({0}, opts), g_s0 = none, gWa = none, gWb = none;
+  Tensor g_s0 = none;
   if (needs[0]) g_s0 = H && K ? gh + ga : (H ? gh : ga);
-  if (needs[1]) gWa = at::mm(S.view({T_ * R, m}).t(), gG.view({T_ * R, wa_cols}));
-  if (gru && needs[2]) gWb = at::mm(Cin.view({T_ * R, m}).t(), gCC.view({T_ * R, n}));
   std::vector<Tensor> out{g_s0, gWa, gWb};
-  if (K && needs[3]) {
-    // E's inputs per layer: a_{t-1} (s0 at t = 0) for the first, the hidden outputs after
-    Tensor a_prev = at::cat({s0.unsqueeze(0), A.narrow(0, 0, T_ - 1)}, 0).view({T_ * B, n});
-    for (int64_t l = 0; l < L; ++l) {
-      Tensor gp = gP[l].view({T_ * B, n});
-      Tensor in = l == 0 ? a_prev : Zs[l - 1].view({T_ * B, n});
-      out.push_back(gp.sum(0));
-      out.push_back(at::mm(in.t(), gp));
-    }
+  for (int64_t l = 0; want_e && l < L; ++l) {
+    out.push_back(gEb[l]);
+    out.push_back(gEm[l]);
   }
   return out;
 }
