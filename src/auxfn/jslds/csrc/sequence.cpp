@@ -45,11 +45,16 @@ inline T sigm(T x) {
   return T(0.5) * std::tanh(T(0.5) * x) + T(0.5);
 }
 
+#ifndef AUXFN_GRAIN
+#define AUXFN_GRAIN 16384
+#endif
+constexpr int64_t kGrain = AUXFN_GRAIN;  // elements per chunk of work handed to one thread
+
 // Runs f(i) for the rows [0, rows); across torch's intra-op threads only when the block is big
 // enough (about 16k elements per chunk) to pay for waking them: at n=64, B=64 it runs inline.
 template <typename Fn>
 inline void for_rows(int64_t rows, int64_t width, const Fn& f) {
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(width, 1));
+  const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(width, 1));
   at::parallel_for(0, rows, grain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) f(i);
   });
@@ -230,7 +235,7 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& s0, const Tensor& 
     const auto xa = X.accessor<T, 3>();
     T* base = dst.data_ptr<T>();
     const int64_t ux = m - n;
-    at::parallel_for(0, T_ * R, std::max<int64_t>(1, 16384 / ux), [&](int64_t b, int64_t e) {
+    at::parallel_for(0, T_ * R, std::max<int64_t>(1, kGrain / ux), [&](int64_t b, int64_t e) {
       for (int64_t q = b; q < e; ++q) {
         const int64_t t = q / R, r = q % R;
         T* row = base + q * m + n;
