@@ -162,6 +162,34 @@ def test_model_native_equals_python_function(built, kind, run_rnn, run_jslds):
         assert _rel(grads[1][k], grads[0][k]) < 1e-10, k
 
 
+def test_kept_trajectories_are_not_overwritten_by_later_calls(built):
+    """The kernel reuses the buffers of earlier calls (a pool): only blocks nobody references.
+    Trajectories kept from one call (and their graph) must survive later calls unchanged, and the
+    kept graph must still backpropagate correctly; release_buffers() empties the pool."""
+    py, nat = _model_pair("gru")
+    g = torch.Generator().manual_seed(7)
+    x1, x2 = (torch.randn(4, 5, 3, generator=g, dtype=torch.float64) for _ in range(2))
+    kept = nat(x1)
+    snapshot = {f: getattr(kept, f).detach().clone() for f in ("h", "a", "e", "F_e")}
+    for _ in range(3):  # later calls, forward and backward, with the first still alive
+        tr = nat(x2)
+        (tr.h.sum() + tr.a.sum()).backward()
+    for f, v in snapshot.items():
+        assert torch.equal(getattr(kept, f), v), f
+    nat.zero_grad()
+    (kept.h.sum() + kept.a.sum() + kept.e.sum()).backward()
+    got = {k: p.grad.clone() for k, p in nat.named_parameters() if p.grad is not None}
+    py.zero_grad()
+    ref_tr = py(x1)
+    (ref_tr.h.sum() + ref_tr.a.sum() + ref_tr.e.sum()).backward()
+    for k, p in py.named_parameters():
+        if p.grad is not None:
+            assert _rel(got[k], p.grad) < 1e-10, k
+    native_mod.release_buffers()
+    again = nat(x1)
+    assert torch.equal(again.a, snapshot["a"])
+
+
 def test_training_native_equals_python(built, tmp_path):
     """Thirty training steps (Adam, clipping, fresh batches, float32): the same losses and weights."""
     from auxfn.jslds.train import PRESETS, train

@@ -34,7 +34,7 @@ from torch.autograd.function import once_differentiable
 from auxfn.jslds.fused import SequenceSpec
 from auxfn.jslds.fused import sequence_forward as python_sequence_forward
 
-__all__ = ["available", "build_info", "load_native", "sequence_forward"]
+__all__ = ["available", "build_info", "load_native", "release_buffers", "sequence_forward"]
 
 SOURCE = Path(__file__).parent / "csrc" / "sequence.cpp"
 _KINDS = {"gru": 0, "tanh": 1, "relu": 2}
@@ -105,6 +105,14 @@ def load_native() -> bool:
 def available() -> bool:
     """Whether the native kernel is loaded (building it on the first call)."""
     return load_native()
+
+
+def release_buffers() -> None:
+    """Free the kernel's pool of reusable buffers (it keeps the blocks of earlier calls, up to 1 GiB,
+    because fresh pages cost about a sixth of a paper-size step in page faults). A no-op when the
+    kernel is not loaded."""
+    if _state["loaded"]:
+        torch.ops.auxfn_jslds.release_buffers()
 
 
 def build_info() -> dict:
