@@ -108,9 +108,9 @@ def available() -> bool:
 
 
 def release_buffers() -> None:
-    """Free the kernel's pool of reusable buffers (it keeps the blocks of earlier calls, up to 1 GiB,
-    because fresh pages cost about a sixth of a paper-size step in page faults). A no-op when the
-    kernel is not loaded."""
+    """Free the kernel's pool of reusable buffers (it keeps the blocks of earlier calls, up to 1 GiB:
+    fresh pages cost page faults at every step; see ``csrc/sequence.cpp``). A no-op when the kernel
+    is not loaded."""
     if _state["loaded"]:
         torch.ops.auxfn_jslds.release_buffers()
 
