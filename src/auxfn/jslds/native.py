@@ -14,14 +14,18 @@ as ``torch.ops.auxfn_jslds.sequence_forward`` / ``sequence_backward`` (no Python
 headers: a faster build). If the build fails, :func:`load_native` warns once with the reason and
 :func:`sequence_forward` runs the Python Function instead; nothing else changes.
 
-The build uses ``-march=native``: the cached library is for the CPU it was built on (a home
-directory shared between machines with different CPUs should set ``TORCH_EXTENSIONS_DIR`` per
-machine).
+The build uses ``-march=native``, so the library is for the CPU it was built on: its name carries a
+short hash of the CPU's model and feature flags, and a home directory shared between machines with
+different CPUs keeps one build per CPU (loading another CPU's build could stop the process with an
+illegal instruction).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import platform
+import shutil
 import sys
 import threading
 import time
@@ -72,8 +76,38 @@ def _build() -> None:
     if _libmvec():
         cflags.append("-DAUXFN_LIBMVEC")
         ldflags.append("-lmvec")  # a recorded dependency, so no symbol is left to resolve lazily
-    load(name="auxfn_jslds_sequence", sources=[str(SOURCE)], extra_cflags=cflags, extra_ldflags=ldflags,
-         is_python_module=False, verbose=False)
+    path = os.environ.get("PATH", "")
+    if shutil.which("ninja") is None:
+        # torch finds ninja on PATH only; the `ninja` package (the native/test extras) has its binary in
+        # its own folder, which is not on PATH when the venv's python runs without the venv activated
+        try:
+            import ninja
+
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + path
+        except ImportError:
+            pass  # torch's load then raises "Ninja is required", which load_native reports
+    try:
+        load(name=f"auxfn_jslds_sequence_{_cpu_tag()}", sources=[str(SOURCE)], extra_cflags=cflags,
+             extra_ldflags=ldflags, is_python_module=False, verbose=False)
+    finally:
+        os.environ["PATH"] = path
+
+
+def _cpu_tag() -> str:
+    """8 hex digits naming this CPU (model and feature flags): the build is ``-march=native``, so a
+    cache shared between machines must not hand one CPU's library to another."""
+    text = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip()
+                if key in ("model name", "flags", "Features", "CPU part"):
+                    text += line
+                if not line.strip() and text:  # the first processor's block is enough
+                    break
+    except OSError:
+        pass
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
 def _short(exc: BaseException, limit: int = 600) -> str:
