@@ -52,7 +52,7 @@ class AutogradGRU(GRUCell):
 def make(cell_cls, n, seed=0, fused=True, native=False):
     torch.manual_seed(seed)
     model = JSLDS(cell_cls(n, 6), n_out=3, fused=fused, native=native)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02, eps=0.1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02, eps=0.1, fused=True)  # as train() builds it
     return model, opt
 
 
