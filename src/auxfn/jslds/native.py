@@ -38,7 +38,7 @@ from torch.autograd.function import once_differentiable
 from auxfn.jslds.fused import SequenceSpec
 from auxfn.jslds.fused import sequence_forward as python_sequence_forward
 
-__all__ = ["available", "build_info", "load_native", "release_buffers", "sequence_forward"]
+__all__ = ["build_info", "load_native", "release_buffers", "sequence_forward"]
 
 SOURCE = Path(__file__).parent / "csrc" / "sequence.cpp"
 _KINDS = {"gru": 0, "tanh": 1, "relu": 2}
@@ -134,11 +134,6 @@ def load_native() -> bool:
                               RuntimeWarning, stacklevel=2)
             _state["build_seconds"] = time.perf_counter() - t0
         return bool(_state["loaded"])
-
-
-def available() -> bool:
-    """Whether the native kernel is loaded (building it on the first call)."""
-    return load_native()
 
 
 def release_buffers() -> None:
