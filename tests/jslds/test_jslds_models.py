@@ -13,6 +13,7 @@ from auxfn.jslds import (
     LossWeights,
     StaticChannels,
     TorchCell,
+    Trajectories,
     VanillaRNNCell,
     cell_jacobians,
     cell_jvp,
@@ -192,6 +193,35 @@ def test_shapes_loss_keys_and_masks():
     torch.testing.assert_close(losses["total"], total)
     s = jslds_losses(tr, y, mask, reduction="sum")
     torch.testing.assert_close(s["rnn"], ((tr.y_rnn - y) ** 2)[:, 2:].sum() / 3)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_trajectory_terms_values_gradients_and_double_backward(reduction):
+    # fixed_point and approx go through a Function with its own backward: values, first and second
+    # derivatives against the closed forms / autograd of the written-out expression, in float64
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(6, 4, 5, generator=g, dtype=torch.float64).transpose(0, 1).requires_grad_()  # (B, T, n) view
+    b = torch.randn(6, 4, 5, generator=g, dtype=torch.float64).transpose(0, 1).requires_grad_()
+    y = torch.zeros(4, 6, 2, dtype=torch.float64)
+    tr = Trajectories(h=a, a=b, e=b, F_e=a, y_rnn=y, y_jslds=y)
+    w = LossWeights(0, 0, 1, 0)
+    loss = jslds_losses(tr, y, None, w, reduction=reduction)
+    ref = ((a - b) ** 2).sum() / (4 if reduction == "sum" else a.numel())
+    torch.testing.assert_close(loss["fixed_point"], ref, rtol=1e-14, atol=0)
+    torch.testing.assert_close(loss["approx"], ref, rtol=1e-14, atol=0)
+    ga, gb = torch.autograd.grad(loss["total"], (a, b), create_graph=True)
+    want = 2 * (a - b).detach() * (ref / ((a - b) ** 2).sum()).detach()
+    torch.testing.assert_close(ga, want, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(gb, -want, rtol=1e-13, atol=1e-15)
+    # the gradient keeps the trajectories' (T, B, n) memory order, which the sequence kernels read
+    assert ga.transpose(0, 1).is_contiguous() and gb.transpose(0, 1).is_contiguous()
+    # second derivative: d/da of sum(ga * v) is c * v with c = 2 / N (or 2 / B)
+    v = torch.randn(a.shape, generator=g, dtype=torch.float64)
+    (hess_v,) = torch.autograd.grad((ga * v).sum(), a)
+    torch.testing.assert_close(hess_v, v * 2 * (ref / ((a - b) ** 2).sum()).item(), rtol=1e-13, atol=1e-15)
+    assert torch.autograd.gradcheck(lambda p, q: jslds_losses(Trajectories(p, q, q, p, y, y), y, None, w,
+                                                              reduction=reduction)["total"], (a.detach().requires_grad_(),
+                                                                                              b.detach().requires_grad_()))
 
 
 def test_rnn_only_forward_and_weights_must_match():

@@ -229,11 +229,13 @@ class JSLDS(nn.Module):
         spec = SequenceSpec(kind, run_rnn, run_jslds, len(self.expansion.layers))
         expansion = self.expansion.folded_weights() if run_jslds else []
         h, F_e, A, E = sequence_forward(spec, s0, X, wa, wb, expansion)
-        h_bt = h.transpose(0, 1) if run_rnn else None
-        a_bt = A.transpose(0, 1) if run_jslds else None
+        # the kernels' outputs are (T, B, n), dense: the readout reads them in that order (the (B, T, n)
+        # view would be copied first, and its gradient copied back) and only its small output is transposed
         return Trajectories(
-            h=h_bt, a=a_bt, e=E.transpose(0, 1) if run_jslds else None, F_e=F_e.transpose(0, 1) if run_jslds else None,
-            y_rnn=self.readout(h_bt) if run_rnn else None, y_jslds=self.readout(a_bt) if run_jslds else None,
+            h=h.transpose(0, 1) if run_rnn else None, a=A.transpose(0, 1) if run_jslds else None,
+            e=E.transpose(0, 1) if run_jslds else None, F_e=F_e.transpose(0, 1) if run_jslds else None,
+            y_rnn=self.readout(h).transpose(0, 1) if run_rnn else None,
+            y_jslds=self.readout(A).transpose(0, 1) if run_jslds else None,
         )
 
     def _forward_fast(self, x: torch.Tensor, s0: torch.Tensor, run_rnn: bool, run_jslds: bool) -> Trajectories:
