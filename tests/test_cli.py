@@ -144,6 +144,36 @@ def test_demo_runs_registered_methods_and_writes_a_report(auxfn_cmd, toy_env, tm
     assert "![loss](toy/run/figures/loss.png)" in report and (out / "toy/run/figures/loss.png").is_file()
 
 
+def test_demo_runs_again_in_its_own_folder_and_refuses_a_foreign_one(tmp_path, capsys):
+    calls = []
+
+    def fine(ctx):
+        calls.append(ctx.out_dir)
+        assert not any(ctx.out_dir.iterdir())  # each run starts from an empty method folder
+        (ctx.out_dir / "run").mkdir()
+        return DemoResult(shown="works", headline=str(len(calls)))
+
+    register(Method("tmp-again", "x", {}, demo=fine))
+    try:
+        out = tmp_path / "demo"
+        assert cli.main(["demo", "--only", "tmp-again", "--out", str(out), "--quiet"]) == 0
+        assert cli.main(["demo", "--only", "tmp-again", "--out", str(out), "--quiet", "--quick"]) == 0
+        assert len(calls) == 2 and "| tmp-again | works | 2 |" in (out / "report.md").read_text()
+        # a folder holding someone else's files is refused, and they are left as they were
+        foreign = tmp_path / "mine"
+        foreign.mkdir()
+        (foreign / "notes.txt").write_text("keep me")
+        assert cli.main(["demo", "--only", "tmp-again", "--out", str(foreign), "--quiet"]) == 2
+        assert "not written by `auxfn demo`" in capsys.readouterr().err
+        assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"] and len(calls) == 2
+        afile = tmp_path / "file.txt"
+        afile.write_text("x")
+        assert cli.main(["demo", "--only", "tmp-again", "--out", str(afile), "--quiet"]) == 2
+        assert "is a file, not a folder" in capsys.readouterr().err
+    finally:
+        unregister("tmp-again")
+
+
 def test_demo_reports_a_failing_method_and_exits_1(tmp_path, capsys):
     def broken(ctx):
         raise RuntimeError("boom")

@@ -24,6 +24,7 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import sys
 import time
 import traceback
@@ -185,7 +186,8 @@ class DemoArgs:
     quick: bool = False
     """Quick presets: all methods together in under 2 minutes on 2 cores."""
     out: Path = Path("demo_out")
-    """Folder for report.md and the figures (one sub-folder per method)."""
+    """Folder for report.md and the figures (one sub-folder per method). Running the demo again
+    replaces its own earlier output there; a non-empty folder it did not write is refused."""
     only: tuple[str, ...] = ()
     """Run only these methods (names as in `auxfn --help`)."""
     seed: int = 0
@@ -200,6 +202,23 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+_DEMO_MARK = ".auxfn-demo"
+
+
+def _claim_demo_folder(out: Path) -> None:
+    """Make ``out`` the demo's folder: new, empty, or written by an earlier ``auxfn demo`` (it holds
+    the marker file), so that running the demo again replaces its own output and nothing else."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and not (out / _DEMO_MARK).is_file() and any(out.iterdir()):
+        raise UsageError(
+            f"--out {out} is not empty and was not written by `auxfn demo`; choose a new or empty folder "
+            "(the demo replaces only its own earlier output)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _DEMO_MARK).write_text("written by `auxfn demo`: running it again replaces this folder's method sub-folders\n")
+
+
 def demo(argv: list[str]) -> int:
     args = parse(DemoArgs, argv, prog="auxfn demo")
     methods = registered()
@@ -208,7 +227,7 @@ def demo(argv: list[str]) -> int:
         raise UsageError(f"unknown method {unknown[0]!r} in --only; registered: {', '.join(methods) or 'none'}")
     chosen = {k: v for k, v in methods.items() if v.demo is not None and (not args.only or k in args.only)}
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    _claim_demo_folder(out)
     header = ["method", "what was shown", "headline", "time"]
     if not chosen:
         names = ", ".join(methods) or "none"
@@ -222,7 +241,9 @@ def demo(argv: list[str]) -> int:
     failed = 0
     for name, method in chosen.items():
         ctx = DemoContext(out_dir=out / name, quick=args.quick, quiet=args.quiet, seed=args.seed)
-        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        if ctx.out_dir.exists():  # an earlier demo's runs (the folder is marked as the demo's own)
+            shutil.rmtree(ctx.out_dir)
+        ctx.out_dir.mkdir(parents=True)
         if not args.quiet:
             print(f"[{name}] running demo{' (quick)' if args.quick else ''} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
