@@ -59,9 +59,10 @@ class _SquaredDistance(torch.autograd.Function):
     """``scale * sum (a - b)^2``, with a backward that writes each input's gradient once.
 
     ``mse_loss``'s backward runs ``mse_loss_backward`` once per input, and each run fills a zero
-    tensor of the trajectories' size before writing it: four full-size passes per term, about a
-    tenth of a native JSLDS step at n=64. Here ``a``'s gradient is one pass and ``b``'s its negation.
-    The backward is written in differentiable ops, so double backward still works."""
+    tensor of the trajectories' size before writing it: four full-size passes per term. Here ``a``'s
+    gradient is one pass and ``b``'s its negation (an A/B on the native path: 1.01-1.05x per JSLDS
+    step, benchmarks/jslds/RESULTS.md). The backward is written in differentiable ops, so double
+    backward still works."""
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
