@@ -187,5 +187,9 @@ def test_user_system_shape_errors():
         badg.drift(torch.zeros(3, 2))
     with pytest.raises(ValueError, match=r"x0 must have shape \(paths, 2\)"):
         simulate(badg, torch.zeros(3, 3), dt=0.1, n_steps=1)
+    x0 = torch.zeros(4, 2)
+    x0[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"x0 must be finite; paths \[2\] hold nan or inf"):
+        simulate(badg, x0, dt=0.1, n_steps=1)
     with pytest.raises(ValueError, match="noise_type"):
         ControlledSDE(2, f0=lambda z: z, noise_type="weird")

@@ -182,6 +182,9 @@ def simulate(
     """
     if x0.ndim != 2 or x0.shape[1] != sde.dim:
         raise ValueError(f"x0 must have shape (paths, {sde.dim}), got {tuple(x0.shape)}")
+    if not bool(torch.isfinite(x0).all()):
+        bad = (~torch.isfinite(x0)).any(1).nonzero().flatten()
+        raise ValueError(f"x0 must be finite; paths {bad[:5].tolist()}{' ...' if bad.numel() > 5 else ''} hold nan or inf")
     if method not in ("euler", "milstein"):
         raise ValueError(f"method must be 'euler' or 'milstein', got {method!r}")
     if method == "milstein" and sde.noise_type == "general":
