@@ -15,7 +15,8 @@ every sub-command's types up front, which would import every method for each cal
 
 Exit status: 0 success, 1 a demo or command whose result did not hold, 2 a user error
 (one line on stderr, no traceback), 3 a diverged run (the line names its last good
-checkpoint), 130 interrupted.
+checkpoint), 130 interrupted (Ctrl-C during training: the line names the step reached and the
+checkpoint written there).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from auxfn import __version__
-from auxfn.core.errors import DivergedError, UserError
+from auxfn.core.errors import DivergedError, Interrupted, UserError
 from auxfn.core.registry import DemoContext, DemoResult, Method, Preset, load_errors, registered
 
 __all__ = ["main", "parse", "pop_option", "presets_command", "run", "train_command"]
@@ -344,8 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DivergedError as err:
         print(f"auxfn: diverged: {err}", file=sys.stderr)
         return 3
+    except Interrupted as err:
+        print(f"auxfn: interrupted: {err}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("auxfn: interrupted (a training run continues with --resume RUN_DIR)", file=sys.stderr)
+        print("auxfn: interrupted (a training run continues with --resume RUN_DIR from its last checkpoint)", file=sys.stderr)
         return 130
 
 

@@ -119,3 +119,34 @@ def test_jsonable_handles_numpy_paths_dataclasses():
     assert jsonable({"a": np.float32(1.5), "b": np.arange(2), "c": D(Path("/x")), "d": (1, 2)}) == {
         "a": 1.5, "b": [0, 1], "c": {"p": "/x"}, "d": [1, 2],
     }
+
+
+def test_ctrl_c_is_deferred_to_the_step_boundary_and_a_second_one_stops_at_once(capsys):
+    import os
+    import signal
+
+    from auxfn.core.runs import stop_at_step_boundary
+
+    before = signal.getsignal(signal.SIGINT)
+    with stop_at_step_boundary() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C only asks
+        assert stop.requested
+        assert "stopping after this step" in capsys.readouterr().err
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # the second stops at once
+    assert signal.getsignal(signal.SIGINT) is before
+    with pytest.raises(KeyboardInterrupt):  # outside the block, Ctrl-C behaves as usual again
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_run_interrupted_names_the_step_and_checkpoint(tmp_path):
+    from auxfn.core.checkpoint import save_checkpoint
+    from auxfn.core.errors import Interrupted
+
+    run = Run.create("toy", {"a": 1}, name="r", out=tmp_path / "r")
+    save_checkpoint(run.path, 7, {"m": torch.nn.Linear(2, 2)}, config={"a": 1})
+    err = run.interrupted(7)
+    assert isinstance(err, KeyboardInterrupt) and isinstance(err, Interrupted)
+    assert err.step == 7 and err.checkpoint.name == "step_00000007"
+    assert str(err) == f"stopped after step 7, checkpoint {err.checkpoint}; continue with --resume {run.path}"

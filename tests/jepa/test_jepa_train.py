@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from auxfn.core.config import ConfigError
-from auxfn.core.errors import DivergedError
+from auxfn.core.errors import DivergedError, Interrupted
 from auxfn.jepa import training as train_mod
 from auxfn.jepa.auditing import audit
 from auxfn.jepa.envs import TabularMDP
@@ -60,6 +62,27 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     assert [r["loss/total"] for r in rows] == [r["loss/total"] for r in rows_full]
     cfg, model, core = load_run(half.run_dir)
     assert dataclasses.replace(cfg, steps=TINY.steps) == TINY and core.n_states == 9
+
+
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(tmp_path, monkeypatch):
+    full = train(TINY, out=tmp_path / "full")
+    real = train_mod.jepa_losses
+    calls = {"n": 0}
+
+    def ctrl_c_at_7(*args, **kwargs):  # Ctrl-C in the middle of step 7
+        calls["n"] += 1
+        if calls["n"] == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "jepa_losses", ctrl_c_at_7)
+    with pytest.raises(Interrupted) as err:
+        train(TINY, out=tmp_path / "part")
+    assert err.value.step == 7 and err.value.checkpoint.name == "step_00000007"  # checkpoints every 10
+    monkeypatch.setattr(train_mod, "jepa_losses", real)
+    resumed = train(TINY, resume=tmp_path / "part")
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_divergence_raises_with_last_checkpoint(tmp_path, monkeypatch):

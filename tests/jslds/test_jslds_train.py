@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 import torch
 
 from auxfn.core.config import ConfigError
-from auxfn.core.errors import DivergedError, UserError
+from auxfn.core.errors import DivergedError, Interrupted, UserError
 from auxfn.core.runs import read_metrics
 from auxfn.jslds import FlipFlopTask, GRUCell
 from auxfn.jslds.train import PRESETS, JSLDSConfig, load_run, train
@@ -58,6 +61,32 @@ class NaNAfter(FlipFlopTask):
         if self.calls > self.after:
             x = x * float("nan")
         return x, y, mask
+
+
+class CtrlCAt(FlipFlopTask):
+    """A user task that presses Ctrl-C while its ``at``-th batch is drawn (in the middle of a step)."""
+
+    def __init__(self, at=None):
+        super().__init__(n_bits=3, T=8, settle=2)
+        self.calls, self.at = 0, at
+
+    def sample(self, batch_size, generator=None):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().sample(batch_size, generator)
+
+
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(tmp_path):
+    full = train(_tiny(T=8), out=tmp_path / "full", task=CtrlCAt())
+    with pytest.raises(Interrupted) as err:
+        train(_tiny(T=8), out=tmp_path / "part", task=CtrlCAt(at=5))
+    # step 5 completed and was saved although checkpoints come every 8 steps
+    assert err.value.step == 5 and err.value.checkpoint.name == "step_00000005"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = train(_tiny(T=8), resume=tmp_path / "part", task=CtrlCAt())
+    for (k, v), (_, v2) in zip(full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(v, v2), k
 
 
 def test_non_finite_loss_stops_with_last_good_checkpoint(tmp_path):

@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 
@@ -10,7 +12,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from auxfn.core.errors import ConfigError, DivergedError
+from auxfn.core.errors import ConfigError, DivergedError, Interrupted
 from auxfn.magrpo.config import MAGRPOConfig
 from auxfn.magrpo.train import ModelConfig, TrainConfig, train
 
@@ -38,6 +40,29 @@ def test_run_directory_and_identical_resume(tmp_path):
         for p, q in zip(a.parameters(), b.parameters()):
             assert torch.equal(p, q)
     assert resumed.summary["eval_reward_after"] == full.summary["eval_reward_after"]
+
+
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(tmp_path, monkeypatch):
+    from auxfn.magrpo.trainer import MAGRPOTrainer
+
+    full = train(_cfg(6), out=tmp_path / "full")
+    real = MAGRPOTrainer.step
+
+    def step(self):  # Ctrl-C in the middle of step 4 (checkpoints come every 3 steps)
+        if self.state["step"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self)
+
+    monkeypatch.setattr(MAGRPOTrainer, "step", step)
+    with pytest.raises(Interrupted) as err:
+        train(_cfg(6), out=tmp_path / "part")
+    assert err.value.step == 4 and err.value.checkpoint.name == "step_00000004"
+    monkeypatch.setattr(MAGRPOTrainer, "step", real)
+    resumed = train(_cfg(6), resume=tmp_path / "part")
+    assert _rows(resumed.run_dir) == _rows(full.run_dir)
+    for a, b in zip(full.trainer.agents, resumed.trainer.agents):
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.equal(p, q)
 
 
 def test_divergence_names_the_last_checkpoint(tmp_path, monkeypatch):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 
 from auxfn.core.config import ConfigError
-from auxfn.core.errors import DivergedError
+from auxfn.core.errors import DivergedError, Interrupted
 from auxfn.sde_control import Box, ControlConfig, ControlledSDE, preset, train
 from auxfn.sde_control.systems import Harmonic
 
@@ -101,6 +103,33 @@ class NaNAfter(Harmonic):
         self.calls += 1
         out = super().f0(z)
         return out * math.nan if self.calls > self.after else out
+
+
+class CtrlCAt(Harmonic):
+    """The harmonic oscillator pressing Ctrl-C at its ``at``-th drift call (in the middle of a step)."""
+
+    def __init__(self, at=None):
+        super().__init__()
+        self.calls, self.at = 0, at
+
+    def f0(self, z):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().f0(z)
+
+
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(tmp_path):
+    full = train(_short(), out=tmp_path / "full", system=CtrlCAt())
+    with pytest.raises(Interrupted) as err:  # the drift runs once per step (see the NaN test below)
+        train(_short(), out=tmp_path / "part", system=CtrlCAt(at=5))
+    assert err.value.step == 5 and err.value.checkpoint.name == "step_00000005"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = train(_short(), resume=tmp_path / "part", system=CtrlCAt())
+    for a, b in zip(full.controller.parameters(), resumed.controller.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(full.lyapunov.parameters(), resumed.lyapunov.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_nan_during_training_raises_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -4,6 +4,8 @@
 the CLI prints its message on one line and exits with status 2.
 ``DivergedError`` is a training run that produced non-finite values: the CLI
 prints where the last good checkpoint is and exits with status 3.
+``Interrupted`` is a training run stopped by Ctrl-C at a step boundary, after writing a
+checkpoint there: the CLI says how to continue it and exits with status 130.
 """
 
 from __future__ import annotations
@@ -36,3 +38,12 @@ class DivergedError(RuntimeError):
         )
         at = f" at step {step}" if step is not None else ""
         super().__init__(f"{message}{at}; {where}")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training: the run stopped after a completed step and wrote a checkpoint there."""
+
+    def __init__(self, run_dir: Path, step: int, checkpoint: Path | None):
+        self.run_dir, self.step = Path(run_dir), step
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        super().__init__(f"stopped after step {step}, checkpoint {self.checkpoint}; continue with --resume {self.run_dir}")

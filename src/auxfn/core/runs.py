@@ -14,21 +14,24 @@ Every training command writes one run directory::
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
+import signal
 import sys
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from auxfn import __version__
 from auxfn.core.config import to_dict
-from auxfn.core.errors import DivergedError, UserError
+from auxfn.core.errors import DivergedError, Interrupted, UserError
 
-__all__ = ["MetricLogger", "Run", "jsonable", "progress", "read_metrics"]
+__all__ = ["MetricLogger", "Run", "StopRequest", "jsonable", "progress", "read_metrics", "stop_at_step_boundary"]
 
 
 def jsonable(value: Any) -> Any:
@@ -68,6 +71,42 @@ def progress(
 
     disable = quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
     return tqdm(iterable, total=total, desc=desc, disable=disable, initial=initial, dynamic_ncols=True, leave=False)
+
+
+class StopRequest:
+    """Set by Ctrl-C inside :func:`stop_at_step_boundary`; the training loop reads ``requested``."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+
+@contextlib.contextmanager
+def stop_at_step_boundary() -> Iterator[StopRequest]:
+    """Defer Ctrl-C (SIGINT) to the end of the current training step.
+
+    Inside the block the first Ctrl-C only sets ``requested``. The loop checks it after each
+    completed step, writes a checkpoint there, and raises :class:`Interrupted` (``Run.interrupted``),
+    so ``--resume`` continues from the step reached, not from the last periodic checkpoint. A
+    KeyboardInterrupt raised in the middle of a step could leave an optimizer half-updated. A
+    second Ctrl-C raises at once. Off the main thread, where Python cannot set signal handlers,
+    nothing changes. The previous handler is restored on exit."""
+    flag = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+        sys.stderr.write("\nauxfn: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)\n")
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -245,6 +284,10 @@ class Run:
     def diverged(self, what: str, step: int) -> DivergedError:
         """The error to raise when ``what`` became non-finite at ``step``; names the last good checkpoint."""
         return DivergedError(f"{what} is not finite", step=step, last_checkpoint=self.latest_checkpoint())
+
+    def interrupted(self, step: int) -> Interrupted:
+        """The exception to raise when a Ctrl-C stopped the run after ``step`` (its checkpoint written)."""
+        return Interrupted(self.path, step, self.latest_checkpoint())
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
         path = self.path / "summary.json"

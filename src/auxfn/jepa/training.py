@@ -30,7 +30,7 @@ import torch
 from auxfn.core.checkpoint import load_checkpoint, save_checkpoint
 from auxfn.core.config import ConfigError, check_choice, check_positive, check_range, from_dict
 from auxfn.core.registry import Preset
-from auxfn.core.runs import Run
+from auxfn.core.runs import Run, stop_at_step_boundary
 from auxfn.core.seeding import resolve_device, seed_everything, torch_threads
 from auxfn.jepa.envs import (
     CountingMDP,
@@ -332,34 +332,37 @@ def _train(cfg: JEPAConfig, device: torch.device, *, out, resume, quiet: bool, m
 
     t0 = time.perf_counter()
     with run, run.progress(cfg.steps, f"jepa {cfg.mode}", initial=start) as bar:
-        acc: dict[str, float] = {}
-        for step in range(start + 1, cfg.steps + 1):
-            mode = _stage_mode(cfg, step)
-            obs, a, obs2, p = sampler.batch()
-            losses = jepa_losses(model, obs, a, obs2, p, mode=mode, c_p=cfg.c_p, vicreg_var=cfg.vicreg_var, vicreg_cov=cfg.vicreg_cov)
-            if not torch.isfinite(losses["total"]):
-                raise run.diverged("loss/total", step)
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_([q for g in opt.param_groups for q in g["params"]], cfg.grad_clip)
-            opt.step()
-            if mode == "ema":
-                model.update_target(cfg.ema_tau)
-            for k, v in losses.items():
-                acc[k] = acc.get(k, 0.0) + float(v.detach())
-            acc["_n"] = acc.get("_n", 0) + 1
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                n = acc.pop("_n")
-                row = {f"loss/{k}": v / n for k, v in acc.items()}
-                with torch.no_grad():
-                    z = model.encoder(obs)
-                row["eval/latent_std"] = float(z.std(0).mean())
-                row["time/steps_per_s"] = (step - start) / max(time.perf_counter() - t0, 1e-9)
-                run.log(step, row)
-                acc = {}
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                checkpoint(step)
+        with stop_at_step_boundary() as stop:  # Ctrl-C: stop after the current step, checkpoint there
+            acc: dict[str, float] = {}
+            for step in range(start + 1, cfg.steps + 1):
+                mode = _stage_mode(cfg, step)
+                obs, a, obs2, p = sampler.batch()
+                losses = jepa_losses(model, obs, a, obs2, p, mode=mode, c_p=cfg.c_p, vicreg_var=cfg.vicreg_var, vicreg_cov=cfg.vicreg_cov)
+                if not torch.isfinite(losses["total"]):
+                    raise run.diverged("loss/total", step)
+                opt.zero_grad(set_to_none=True)
+                losses["total"].backward()
+                torch.nn.utils.clip_grad_norm_([q for g in opt.param_groups for q in g["params"]], cfg.grad_clip)
+                opt.step()
+                if mode == "ema":
+                    model.update_target(cfg.ema_tau)
+                for k, v in losses.items():
+                    acc[k] = acc.get(k, 0.0) + float(v.detach())
+                acc["_n"] = acc.get("_n", 0) + 1
+                bar.update(1)
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    n = acc.pop("_n")
+                    row = {f"loss/{k}": v / n for k, v in acc.items()}
+                    with torch.no_grad():
+                        z = model.encoder(obs)
+                    row["eval/latent_std"] = float(z.std(0).mean())
+                    row["time/steps_per_s"] = (step - start) / max(time.perf_counter() - t0, 1e-9)
+                    run.log(step, row)
+                    acc = {}
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop.requested:
+                    checkpoint(step)
+                if stop.requested and step < cfg.steps:  # Ctrl-C: stopped at this step, checkpoint written
+                    raise run.interrupted(step)
         summary, report = _finish(run, cfg, model, core, sampler.transitions(), time.perf_counter() - t0)
     return JEPAResult(run.path, summary, model, report, cfg)
 

@@ -22,7 +22,7 @@ from auxfn.core.checkpoint import load_checkpoint, save_checkpoint
 from auxfn.core.config import ConfigError, check_choice, check_positive, check_range, from_dict
 from auxfn.core.errors import UserError
 from auxfn.core.registry import Preset
-from auxfn.core.runs import Run
+from auxfn.core.runs import Run, stop_at_step_boundary
 from auxfn.core.seeding import make_generator, resolve_device, seed_everything, torch_threads
 from auxfn.jslds.analysis import relative_error
 from auxfn.jslds.cells import GRUCell, VanillaRNNCell, cell_dims
@@ -338,41 +338,44 @@ def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:
     last_eval: dict[str, float] = {}
     t_train = 0.0
     with run, run.progress(cfg.steps, "jslds", initial=start) as bar:
-        for step in range(start + 1, cfg.steps + 1):
-            t0 = time.perf_counter()
-            x, y, mask = task.sample(cfg.batch_size, gen)
-            if step == start + 1:
-                _check_batch(task, x, y, mask, cfg.batch_size, model)
-            x, y, mask = x.to(device), y.to(device), mask.to(device)
-            losses = compute_losses(x, y, mask)
-            if not torch.isfinite(losses["total"]):
-                raise run.diverged("loss/total", step)
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            if not torch.isfinite(gnorm):
-                raise run.diverged("gradient norm", step)
-            opt.step()
-            sched.step()
-            if cfg.compile and compile_seconds is None:
-                compile_seconds = time.perf_counter() - t0  # the first step: tracing, compiling, running
-                run.log(step, {"time/compile_s": compile_seconds})
-            else:
-                t_train += time.perf_counter() - t0
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                row = {f"loss/{k}": v.item() for k, v in losses.items()}
-                timed = step - start - (1 if compile_seconds is not None else 0)
-                row.update({"lr": sched.get_last_lr()[0], "grad_norm": gnorm.item(), "time/step_s": t_train / max(1, timed)})
-                run.log(step, row)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                model.eval()
-                last_eval, _, _ = evaluate(model, task, cfg.eval_batch_size, seed=cfg.seed + 10_000, run_jslds=run_jslds, device=device)
-                model.train()
-                run.log(step, last_eval)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save_checkpoint(run.path, step, _modules(model), optimizers={"adam": opt}, schedulers={"lr": sched},
-                                config=cfg, generators={"data": gen}, keep_last=2)
-            bar.update(1)
+        with stop_at_step_boundary() as stop:  # Ctrl-C: stop after the current step, checkpoint there
+            for step in range(start + 1, cfg.steps + 1):
+                t0 = time.perf_counter()
+                x, y, mask = task.sample(cfg.batch_size, gen)
+                if step == start + 1:
+                    _check_batch(task, x, y, mask, cfg.batch_size, model)
+                x, y, mask = x.to(device), y.to(device), mask.to(device)
+                losses = compute_losses(x, y, mask)
+                if not torch.isfinite(losses["total"]):
+                    raise run.diverged("loss/total", step)
+                opt.zero_grad(set_to_none=True)
+                losses["total"].backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                if not torch.isfinite(gnorm):
+                    raise run.diverged("gradient norm", step)
+                opt.step()
+                sched.step()
+                if cfg.compile and compile_seconds is None:
+                    compile_seconds = time.perf_counter() - t0  # the first step: tracing, compiling, running
+                    run.log(step, {"time/compile_s": compile_seconds})
+                else:
+                    t_train += time.perf_counter() - t0
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    row = {f"loss/{k}": v.item() for k, v in losses.items()}
+                    timed = step - start - (1 if compile_seconds is not None else 0)
+                    row.update({"lr": sched.get_last_lr()[0], "grad_norm": gnorm.item(), "time/step_s": t_train / max(1, timed)})
+                    run.log(step, row)
+                if step % cfg.eval_every == 0 or step == cfg.steps:
+                    model.eval()
+                    last_eval, _, _ = evaluate(model, task, cfg.eval_batch_size, seed=cfg.seed + 10_000, run_jslds=run_jslds, device=device)
+                    model.train()
+                    run.log(step, last_eval)
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop.requested:
+                    save_checkpoint(run.path, step, _modules(model), optimizers={"adam": opt}, schedulers={"lr": sched},
+                                    config=cfg, generators={"data": gen}, keep_last=2)
+                bar.update(1)
+                if stop.requested and step < cfg.steps:  # Ctrl-C: stopped at this step, checkpoint written
+                    raise run.interrupted(step)
         summary = {"steps": cfg.steps, **{k.split("/", 1)[1]: v for k, v in last_eval.items()},
                    "seconds_per_step": t_train / max(1, cfg.steps - start - (1 if compile_seconds is not None else 0))}
         if compile_seconds is not None:

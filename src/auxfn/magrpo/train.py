@@ -140,7 +140,7 @@ def _eval(trainer: Any, cfg: TrainConfig) -> float:
 
 def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path | None = None, quiet: bool = True) -> MAGRPOResult:
     from auxfn.core.checkpoint import load_checkpoint, save_checkpoint
-    from auxfn.core.runs import Run
+    from auxfn.core.runs import Run, stop_at_step_boundary
     from auxfn.core.seeding import seed_everything
 
     seed_everything(cfg.trainer.seed)
@@ -166,21 +166,24 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
     t0 = time.perf_counter()
     start = trainer.state["step"]
     with run, run.progress(cfg.trainer.max_steps, f"magrpo {cfg.task}", initial=start) as bar:
-        while trainer.state["step"] < cfg.trainer.max_steps:
-            metrics = trainer.step()
-            step = trainer.state["step"]
-            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-            if bad:
-                raise run.diverged(bad[0], step)
-            run.log(step, metrics)
-            bar.update(1)
-            if step % cfg.trainer.logging_steps == 0:
-                bar.set_postfix(reward=f"{metrics['reward']:.3f}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.trainer.max_steps:
-                save_checkpoint(
-                    run.path, step, modules, optimizers=optims, config=cfg,
-                    state={"cursor": trainer.state["cursor"], "eval_before": eval_before, "warmup": extra}, keep_last=2,
-                )
+        with stop_at_step_boundary() as stop:  # Ctrl-C: stop after the current step, checkpoint there
+            while trainer.state["step"] < cfg.trainer.max_steps:
+                metrics = trainer.step()
+                step = trainer.state["step"]
+                bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+                if bad:
+                    raise run.diverged(bad[0], step)
+                run.log(step, metrics)
+                bar.update(1)
+                if step % cfg.trainer.logging_steps == 0:
+                    bar.set_postfix(reward=f"{metrics['reward']:.3f}")
+                if step % cfg.checkpoint_every == 0 or step == cfg.trainer.max_steps or stop.requested:
+                    save_checkpoint(
+                        run.path, step, modules, optimizers=optims, config=cfg,
+                        state={"cursor": trainer.state["cursor"], "eval_before": eval_before, "warmup": extra}, keep_last=2,
+                    )
+                if stop.requested and step < cfg.trainer.max_steps:  # Ctrl-C: stopped at this step, checkpoint written
+                    raise run.interrupted(step)
         seconds = time.perf_counter() - t0
         eval_after = _eval(trainer, cfg)
         trainer.save_model(run.path / "model")

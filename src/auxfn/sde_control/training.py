@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from auxfn.core.checkpoint import load_checkpoint, save_checkpoint
-from auxfn.core.runs import Run
+from auxfn.core.runs import Run, stop_at_step_boundary
 from auxfn.core.seeding import make_generator, seed_everything, torch_threads
 from auxfn.sde_control.config import ControlConfig
 from auxfn.sde_control.controllers import DifferenceMLP, LinearGain, PinnedMLP, ZeroPreservingMLP
@@ -205,61 +205,64 @@ def _train(cfg, *, out, resume, quiet, system, evaluate) -> ControlResult:
         step = start
         bar = run.progress(cfg.max_iters, f"{cfg.system}/{cfg.method}", initial=start)
         try:
-            while not state["stopped"] and step < cfg.max_iters:
-                t0 = time.perf_counter()
-                if cfg.batch_size and cfg.batch_size < x_train.shape[0]:
-                    idx = torch.randperm(x_train.shape[0], generator=batch_gen)[: cfg.batch_size]
-                    xb = x_train[idx]
-                else:
-                    xb = x_train
-                losses = step_loss(cfg, sde, V, xb)
-                total = losses["total"]
-                if not torch.isfinite(total):
-                    raise run.diverged("loss/total", step + 1)
-                zero = cfg.stop_at_zero and float(losses["violation_rate"]) == 0.0
-                if zero and xb is not x_train:  # a clean batch: confirm on every training state
-                    zero = bool((residual(cfg, sde, V, x_train).detach() <= 0).all())
-                if cfg.stop_loss > 0 and float(total.detach()) <= cfg.stop_loss:
-                    zero = True
-                if not zero:
-                    opt.zero_grad(set_to_none=True)
-                    total.backward()
-                    opt.step()
-                    if cfg.lr_schedule == "reset":
-                        # the official scripts build a new Adam after every step: fresh moments
-                        # make each step about lr * sign(gradient), lr chosen by the loss
-                        lr = cfg.lr_low if float(total.detach()) < cfg.lr_switch_loss else cfg.lr_high
-                        opt = torch.optim.Adam(params, lr=lr)
-                state["train_time"] += time.perf_counter() - t0
-                if state.get("iters_to_loss_1e-3") is None and float(total.detach()) < 1e-3:
-                    # the official ES scripts' stop rule (loss < 1e-3), recorded for comparison
-                    state["iters_to_loss_1e-3"] = step
-                    state["time_to_loss_1e-3"] = state["train_time"]
-                row = {f"loss/{k}": float(v.detach()) for k, v in losses.items()}
-                row["time/train"] = state["train_time"]
-                row["n_train"] = int(x_train.shape[0])
-                if zero:
-                    state["stopped"] = True
-                    state["iters_to_zero"] = step
+            with stop_at_step_boundary() as stop:
+                while not state["stopped"] and step < cfg.max_iters:
+                    t0 = time.perf_counter()
+                    if cfg.batch_size and cfg.batch_size < x_train.shape[0]:
+                        idx = torch.randperm(x_train.shape[0], generator=batch_gen)[: cfg.batch_size]
+                        xb = x_train[idx]
+                    else:
+                        xb = x_train
+                    losses = step_loss(cfg, sde, V, xb)
+                    total = losses["total"]
+                    if not torch.isfinite(total):
+                        raise run.diverged("loss/total", step + 1)
+                    zero = cfg.stop_at_zero and float(losses["violation_rate"]) == 0.0
+                    if zero and xb is not x_train:  # a clean batch: confirm on every training state
+                        zero = bool((residual(cfg, sde, V, x_train).detach() <= 0).all())
+                    if cfg.stop_loss > 0 and float(total.detach()) <= cfg.stop_loss:
+                        zero = True
+                    if not zero:
+                        opt.zero_grad(set_to_none=True)
+                        total.backward()
+                        opt.step()
+                        if cfg.lr_schedule == "reset":
+                            # the official scripts build a new Adam after every step: fresh moments
+                            # make each step about lr * sign(gradient), lr chosen by the loss
+                            lr = cfg.lr_low if float(total.detach()) < cfg.lr_switch_loss else cfg.lr_high
+                            opt = torch.optim.Adam(params, lr=lr)
+                    state["train_time"] += time.perf_counter() - t0
+                    if state.get("iters_to_loss_1e-3") is None and float(total.detach()) < 1e-3:
+                        # the official ES scripts' stop rule (loss < 1e-3), recorded for comparison
+                        state["iters_to_loss_1e-3"] = step
+                        state["time_to_loss_1e-3"] = state["train_time"]
+                    row = {f"loss/{k}": float(v.detach()) for k, v in losses.items()}
+                    row["time/train"] = state["train_time"]
+                    row["n_train"] = int(x_train.shape[0])
+                    if zero:
+                        state["stopped"] = True
+                        state["iters_to_zero"] = step
+                        run.log(step, row)
+                        history.append(row)
+                        break
+                    step += 1
                     run.log(step, row)
                     history.append(row)
-                    break
-                step += 1
-                run.log(step, row)
-                history.append(row)
-                bar.update(1)
-                if cfg.falsifier_every and step % cfg.falsifier_every == 0:
-                    from auxfn.sde_control.falsifier import falsify
+                    bar.update(1)
+                    if cfg.falsifier_every and step % cfg.falsifier_every == 0:
+                        from auxfn.sde_control.falsifier import falsify
 
-                    tf = time.perf_counter()
-                    found = falsify(cfg, sde, V, seed=cfg.seed + 1000 + step)
-                    state["falsifier_time"] = state.get("falsifier_time", 0.0) + time.perf_counter() - tf
-                    if found.shape[0]:
-                        x_train = torch.cat([x_train, found.to(dtype)])
-                        state["extra"] = state["extra"] + found.tolist()
-                    run.log(step, {"falsifier/found": int(found.shape[0]), "time/falsifier": state["falsifier_time"]})
-                if step % cfg.checkpoint_every == 0:
-                    checkpoint(step)
+                        tf = time.perf_counter()
+                        found = falsify(cfg, sde, V, seed=cfg.seed + 1000 + step)
+                        state["falsifier_time"] = state.get("falsifier_time", 0.0) + time.perf_counter() - tf
+                        if found.shape[0]:
+                            x_train = torch.cat([x_train, found.to(dtype)])
+                            state["extra"] = state["extra"] + found.tolist()
+                        run.log(step, {"falsifier/found": int(found.shape[0]), "time/falsifier": state["falsifier_time"]})
+                    if step % cfg.checkpoint_every == 0 or stop.requested:
+                        checkpoint(step)
+                    if stop.requested and step < cfg.max_iters:  # Ctrl-C: stopped at this step, checkpoint written
+                        raise run.interrupted(step)
         finally:
             bar.close()
         checkpoint(step)
