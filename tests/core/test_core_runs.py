@@ -138,6 +138,13 @@ def test_ctrl_c_is_deferred_to_the_step_boundary_and_a_second_one_stops_at_once(
     assert signal.getsignal(signal.SIGINT) is before
     with pytest.raises(KeyboardInterrupt):  # outside the block, Ctrl-C behaves as usual again
         os.kill(os.getpid(), signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job ignoring SIGINT keeps ignoring it
+    try:
+        with stop_at_step_boundary() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert not stop.requested and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_run_interrupted_names_the_step_and_checkpoint(tmp_path):

@@ -89,10 +89,10 @@ def stop_at_step_boundary() -> Iterator[StopRequest]:
     so ``--resume`` continues from the step reached, not from the last periodic checkpoint. A
     KeyboardInterrupt raised in the middle of a step could leave an optimizer half-updated. A
     second Ctrl-C raises at once. Off the main thread, where Python cannot set signal handlers,
-    nothing changes. The previous handler is restored on exit."""
+    and where SIGINT is ignored, nothing changes. The previous handler is restored on exit."""
     flag = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield flag  # no handler can be set here, or SIGINT is meant to be ignored (a background job)
         return
     previous = signal.getsignal(signal.SIGINT)
 
