@@ -83,6 +83,10 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(tmp_p
     resumed = train(TINY, resume=tmp_path / "part")
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the row logged at step 10 averages steps 6-10 across the stop, as in the uninterrupted run
+    rows = [json.loads(x) for x in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    rows_full = [json.loads(x) for x in (full.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss/total"] for r in rows] == [r["loss/total"] for r in rows_full]
 
 
 def test_divergence_raises_with_last_checkpoint(tmp_path, monkeypatch):

@@ -87,6 +87,8 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(tmp_p
     resumed = train(_tiny(T=8), resume=tmp_path / "part", task=CtrlCAt())
     for (k, v), (_, v2) in zip(full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
         assert torch.equal(v, v2), k
+    losses = [(r["step"], r["loss/total"]) for r in read_metrics(tmp_path / "part") if "loss/total" in r]
+    assert losses == [(r["step"], r["loss/total"]) for r in read_metrics(tmp_path / "full") if "loss/total" in r]
 
 
 def test_non_finite_loss_stops_with_last_good_checkpoint(tmp_path):

@@ -317,9 +317,13 @@ def _train(cfg: JEPAConfig, device: torch.device, *, out, resume, quiet: bool, m
     model = build_model(cfg, core).to(device)
     opt = _optimizer(model, cfg)
     sampler = _Sampler(core, cfg, device)
+    # loss sums since the last logged row; checkpoints keep them, so a run stopped between two rows
+    # (Ctrl-C stops at any step) logs the same averages after resuming
+    acc: dict[str, float] = {}
     if resume is not None:
         ck = load_checkpoint(resume, {"model": model}, optimizers={"opt": opt}, config=cfg, ignore_fields=_RESUME_MAY_CHANGE, map_location=device)
         sampler.load(ck.state["sampler"])
+        acc = dict(ck.state.get("log_acc", {}))
         run, start = Run.resume(resume, ck.step, config=cfg, quiet=quiet), ck.step
     else:
         name = cfg.env if mdp_record is None else cfg.env.split(":")[-1].split(".")[-1]
@@ -328,12 +332,11 @@ def _train(cfg: JEPAConfig, device: torch.device, *, out, resume, quiet: bool, m
             (run.path / "mdp.json").write_text(json.dumps(mdp_record, indent=2) + "\n")
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(run.path, step, {"model": model}, optimizers={"opt": opt}, config=cfg, state={"sampler": sampler.state()}, keep_last=2)
+        save_checkpoint(run.path, step, {"model": model}, optimizers={"opt": opt}, config=cfg, state={"sampler": sampler.state(), "log_acc": dict(acc)}, keep_last=2)
 
     t0 = time.perf_counter()
     with run, run.progress(cfg.steps, f"jepa {cfg.mode}", initial=start) as bar:
         with stop_at_step_boundary() as stop:  # Ctrl-C: stop after the current step, checkpoint there
-            acc: dict[str, float] = {}
             for step in range(start + 1, cfg.steps + 1):
                 mode = _stage_mode(cfg, step)
                 obs, a, obs2, p = sampler.batch()
