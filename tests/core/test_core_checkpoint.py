@@ -103,6 +103,26 @@ def test_config_mismatch_is_a_clear_error(tmp_path):
     load_checkpoint(tmp_path, {"net": _model()}, config={"lr": 0.01, "steps": 99, "opt": {"eps": 0.1}}, ignore_fields=("steps",))
 
 
+def test_a_field_newer_than_the_checkpoint_matches_only_at_its_default(tmp_path):
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Cfg:
+        lr: float = 0.01
+        factory: str = ""  # added after the checkpoint below was written
+        widths: tuple[int, ...] = (4, 4)
+
+    save_checkpoint(tmp_path, 1, {"net": _model()}, config={"lr": 0.01})
+    load_checkpoint(tmp_path, {"net": _model()}, config=Cfg())
+    with pytest.raises(CheckpointMismatchError, match=r"factory: checkpoint '<absent>' vs now 'pkg.mod:make'"):
+        load_checkpoint(tmp_path, {"net": _model()}, config=Cfg(factory="pkg.mod:make"))
+    with pytest.raises(CheckpointMismatchError, match=r"widths"):
+        load_checkpoint(tmp_path, {"net": _model()}, config=Cfg(widths=(3,)))
+    # a plain dict has no defaults: an absent field is a difference
+    with pytest.raises(CheckpointMismatchError, match=r"factory"):
+        load_checkpoint(tmp_path, {"net": _model()}, config={"lr": 0.01, "factory": ""})
+
+
 def test_wrong_module_shape_or_name_is_a_clear_error(tmp_path):
     save_checkpoint(tmp_path, 1, {"net": _model()})
     wrong = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))

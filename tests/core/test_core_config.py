@@ -13,11 +13,14 @@ import pytest
 from auxfn.core.config import (
     ConfigError,
     check_choice,
+    check_import_path,
     check_positive,
     check_range,
     config_diff,
     from_dict,
     from_json,
+    import_object,
+    is_import_path,
     load_config,
     override,
     save_config,
@@ -141,3 +144,30 @@ def test_config_diff():
     assert sorted(config_diff(a, b)) == ["alpha", "optim.lr"]
     assert config_diff(a, to_dict(a)) == []
     assert config_diff({"x": 1}, {"x": 1, "y": 2}) == ["y"]
+
+
+def test_import_paths(tmp_path, monkeypatch):
+    from auxfn.core.errors import UserError
+
+    for ok in ("pkg.mod:make", "m:Cls.build", "_a.b:c"):
+        assert is_import_path(ok)
+        check_import_path("f", ok)
+    for bad in ("pkg.mod", "a:b:c", "pkg..mod:x", "pkg.mod:", ":x", "1pkg:x", "pkg mod:x", 3):
+        assert not is_import_path(bad)
+    check_import_path("f", "")  # empty: the field is unset
+    with pytest.raises(ConfigError, match=r"config field 'cell_factory' = 'not a path' is not an import path"):
+        check_import_path("cell_factory", "not a path")
+    (tmp_path / "user_objs.py").write_text("import math\nVALUE = 3\ndef make():\n    return 'made'\n")
+    (tmp_path / "broken_objs.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert import_object("user_objs:make", "f")() == "made"
+    assert import_object("user_objs:math.sqrt", "f")(9.0) == 3.0  # a dotted attribute
+    assert import_object("user_objs:VALUE", "f", require_callable=False) == 3
+    with pytest.raises(UserError, match=r"system_factory 'user_objs:VALUE' is not callable"):
+        import_object("user_objs:VALUE", "system_factory")
+    with pytest.raises(UserError, match=r"'user_objs' has no attribute 'missing'"):
+        import_object("user_objs:missing", "f")
+    with pytest.raises(UserError, match=r"module 'broken_objs' failed to import \(RuntimeError: boom\).*PYTHONPATH"):
+        import_object("broken_objs:x", "f")
+    with pytest.raises(UserError, match=r"module 'no_such_mod_q' failed to import \(ModuleNotFoundError"):
+        import_object("no_such_mod_q:x", "f")

@@ -34,6 +34,24 @@ def test_create_refuses_to_overwrite_a_run(tmp_path):
         Run.open(tmp_path / "nope")
 
 
+def test_user_objects_are_recorded_and_required_again(tmp_path):
+    run = Run.create("m", {"lr": 0.1}, out=tmp_path / "r")
+    assert run.user_objects == {}
+    run.require_user_objects({"system": None}, to="load_run")  # nothing recorded: nothing required
+    run.record_user_objects({})
+    run.record_user_objects({"system": "mypkg.Spiral 'spiral'"})
+    run.record_user_objects({"task": "mypkg.Task"})
+    again = Run.open(run.path)
+    assert again.user_objects == {"system": "mypkg.Spiral 'spiral'", "task": "mypkg.Task"}
+    assert again.metadata["config"] == {"lr": 0.1}  # the rest of config.json is kept
+    with pytest.raises(UserError, match=r"trained with a system object \(mypkg.Spiral 'spiral'\) passed to train\(\); "
+                                        r"pass system= to load_run, or train with the config field system_factory="):
+        again.require_user_objects({"system": None, "task": object()}, to="load_run")
+    with pytest.raises(UserError, match=r"a task object .* pass task= to train \(resume\)"):
+        again.require_user_objects({"system": object()}, to="train (resume)")
+    again.require_user_objects({"system": object(), "task": object()}, to="load_run")
+
+
 def test_metrics_jsonl_content_and_tensorboard(tmp_path):
     with Run.create("m", {"seed": 1}, out=tmp_path / "r") as run:
         run.log(1, {"loss/total": torch.tensor(2.5), "loss/aux": 0.5, "eval/acc": 1})

@@ -49,7 +49,7 @@ def test_user_cell_and_task_factories_reload_through_eval_and_analyze(tmp_path, 
 
 
 def test_unimportable_factory_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    with pytest.raises(UserError, match="cannot import cell_factory 'no_such_module_xyz:make'"):
+    with pytest.raises(UserError, match="cell_factory 'no_such_module_xyz:make' cannot be imported.*PYTHONPATH"):
         train(_cfg(cell_factory="no_such_module_xyz:make", task_factory=""), out=tmp_path / "a")
     monkeypatch.syspath_prepend(str(HERE))
     with pytest.raises(UserError, match="has no attribute 'missing'"):
@@ -70,6 +70,8 @@ def test_unimportable_factory_is_a_clear_error(tmp_path, monkeypatch, capsys):
 
 
 def test_objects_passed_to_train_must_be_passed_to_load_run(tmp_path, monkeypatch):
+    from dataclasses import replace
+
     monkeypatch.syspath_prepend(str(HERE))
     import jslds_user_helpers as h
 
@@ -78,10 +80,16 @@ def test_objects_passed_to_train_must_be_passed_to_load_run(tmp_path, monkeypatc
     res = train(cfg, out=run, task=h.make_task(), cell=h.make_cell(5, 1))
     with pytest.raises(UserError, match="pass task= to load_run"):
         load_run(run)
+    with pytest.raises(UserError, match="pass cell= to load_run"):
+        load_run(run, task=h.make_task())
     with pytest.raises(UserError, match="either cell= or config field cell_factory"):
         train(_cfg(), out=tmp_path / "x", cell=h.make_cell(6, 1))
     _, model, _ = load_run(run, task=h.make_task(), cell=h.make_cell(5, 1))
     torch.testing.assert_close(model.cell.W, res.model.cell.W)
+    # resuming without the objects would train the built-in cell and task on these weights
+    with pytest.raises(UserError, match=r"pass task= to train \(resume\)"):
+        train(replace(cfg, steps=7), resume=run)
+    assert train(replace(cfg, steps=7), resume=run, task=h.make_task(), cell=h.make_cell(5, 1)).summary["steps"] == 7
 
 
 @pytest.mark.parametrize("kind", ["gru", "rnn"])

@@ -21,7 +21,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, is_dataclass
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +167,9 @@ def load_checkpoint(
 
     When ``config`` is given it must equal the stored one except in ``ignore_fields``
     (dotted names, e.g. ``("steps", "out")`` for settings a resume may change);
-    otherwise :class:`CheckpointMismatchError` names the differing fields. Weights
+    otherwise :class:`CheckpointMismatchError` names the differing fields. A field the
+    checkpoint lacks (it was written before the field existed) matches while ``config``
+    leaves it at its default: new fields default to the behaviour from before. Weights
     must match the modules exactly (missing or unexpected keys are an error).
     """
     path = Path(path)
@@ -180,7 +182,9 @@ def load_checkpoint(
 
     if config is not None:
         wanted = to_dict(config) if is_dataclass(config) else config
-        diff = [d for d in config_diff(state.get("config"), wanted) if not _ignored(d, ignore_fields)]
+        stored_cfg = state.get("config")
+        diff = [d for d in config_diff(stored_cfg, wanted)
+                if not _ignored(d, ignore_fields) and not _absent_at_default(config, stored_cfg, d)]
         if diff:
             stored = state.get("config") or {}
             details = "; ".join(f"{d}: checkpoint {_lookup(stored, d)!r} vs now {_lookup(wanted, d)!r}" for d in diff[:5])
@@ -218,6 +222,22 @@ def load_checkpoint(
     return Checkpoint(
         path=path, step=int(state["step"]), state=state.get("state", {}), config=state.get("config")
     )
+
+
+def _absent_at_default(config: Any, stored: Any, name: str) -> bool:
+    """True when top-level field ``name`` of dataclass ``config`` is missing from ``stored`` and at its default."""
+    if not is_dataclass(config) or not isinstance(stored, Mapping) or "." in name or name in stored:
+        return False
+    for f in fields(config):
+        if f.name == name:
+            if f.default is not MISSING:
+                default = f.default
+            elif f.default_factory is not MISSING:
+                default = f.default_factory()
+            else:
+                return False
+            return to_dict(default) == to_dict(getattr(config, name))
+    return False
 
 
 def _ignored(name: str, ignore: tuple[str, ...]) -> bool:

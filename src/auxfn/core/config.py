@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib
 import json
 import math
 import types
@@ -24,18 +25,21 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from auxfn.core.errors import ConfigError
+from auxfn.core.errors import ConfigError, UserError
 
 T = TypeVar("T")
 
 __all__ = [
     "ConfigError",
     "check_choice",
+    "check_import_path",
     "check_positive",
     "check_range",
     "config_diff",
     "from_dict",
     "from_json",
+    "import_object",
+    "is_import_path",
     "load_config",
     "override",
     "save_config",
@@ -88,6 +92,43 @@ def check_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
     if value not in choices:
         allowed = ", ".join(_fmt(c) for c in choices)
         raise ConfigError(f"config field '{field}' = {_fmt(value)} is not allowed: choose one of {allowed}")
+
+
+def is_import_path(value: Any) -> bool:
+    """True for ``"package.module:attr"``: dotted identifiers, one colon, a (dotted) attribute."""
+    if not isinstance(value, str) or value.count(":") != 1:
+        return False
+    return all(part and all(p.isidentifier() for p in part.split(".")) for part in value.split(":"))
+
+
+def check_import_path(field: str, value: str) -> None:
+    """Raise ``ConfigError`` unless ``value`` is empty or an import path ``"package.module:attr"``."""
+    if value and not is_import_path(value):
+        raise ConfigError(f"config field '{field}' = {value!r} is not an import path: allowed 'package.module:attribute'")
+
+
+def import_object(path: str, field: str, *, require_callable: bool = True) -> Any:
+    """The object named by the import path ``"package.module:attr"`` (``attr`` may be dotted).
+
+    Config fields that name a user's factory (a cell, a task, a system) are resolved here, so a run
+    records a path instead of an object and can be rebuilt from its folder. Failures are
+    :class:`UserError` naming ``field`` and ``path``.
+    """
+    if not is_import_path(path):
+        raise UserError(f"{field} {path!r} is not an import path: allowed 'package.module:attribute'")
+    module_name, attr = path.split(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except Exception as err:  # ImportError, or an error raised while the user's module runs
+        raise UserError(f"{field} {path!r} cannot be imported: module {module_name!r} failed to import "
+                        f"({type(err).__name__}: {err}); install it or add its folder to PYTHONPATH") from err
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UserError(f"{field} {path!r} cannot be imported: {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if require_callable and not callable(obj):
+        raise UserError(f"{field} {path!r} is not callable")
+    return obj
 
 
 # --------------------------------------------------------------------------- to JSON

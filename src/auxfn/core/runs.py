@@ -260,6 +260,29 @@ class Run:
         """The contents of ``config.json`` (``config`` holds the method's config as JSON)."""
         return json.loads((self.path / "config.json").read_text())
 
+    def record_user_objects(self, objects: Mapping[str, Any]) -> None:
+        """Note in ``config.json`` which parts of the run were passed as Python objects (a user's
+        cell, task or system), which the run folder alone cannot rebuild: ``{role: description}``."""
+        if objects:
+            meta = self.metadata
+            meta["user_objects"] = {**meta.get("user_objects", {}), **dict(objects)}
+            (self.path / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    @property
+    def user_objects(self) -> dict[str, Any]:
+        """What :meth:`record_user_objects` noted (empty for a run built from its config alone)."""
+        meta = self.metadata
+        return dict(meta.get("user_objects") or {}) if isinstance(meta, dict) else {}
+
+    def require_user_objects(self, given: Mapping[str, Any], *, to: str) -> None:
+        """``UserError`` when the run was trained with an object (see :meth:`record_user_objects`)
+        that ``given`` (role -> object or None) lacks; ``to`` names the call that needs it."""
+        for role, desc in self.user_objects.items():
+            if given.get(role) is None:
+                raise UserError(f"run {self.path} was trained with a {role} object ({desc}) passed to train(); "
+                                f"pass {role}= to {to}, or train with the config field {role}_factory="
+                                f"'package.module:callable' so that the run can be rebuilt from its folder")
+
     @property
     def logger(self) -> MetricLogger:
         if self._logger is None:

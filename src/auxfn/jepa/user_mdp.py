@@ -23,12 +23,12 @@ and ``auxfn jepa audit RUN_DIR`` rebuild the same MDP, or say clearly why they c
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 from typing import Any
 
 import numpy as np
 
+from auxfn.core.config import import_object, is_import_path
 from auxfn.core.errors import UserError
 from auxfn.jepa.envs import TabularMDP, transition_table
 
@@ -43,27 +43,17 @@ class MDPError(UserError, ValueError):
 
 def is_factory_path(env: str) -> bool:
     """True for ``"package.module:attr"`` (a module path, one colon, an attribute path)."""
-    if not isinstance(env, str) or env.count(":") != 1:
-        return False
-    mod, attr = env.split(":")
-    ok = lambda x: bool(x) and all(part.isidentifier() for part in x.split("."))  # noqa: E731
-    return ok(mod) and ok(attr)
+    return is_import_path(env)
 
 
 def load_factory(path: str) -> Any:
     """Import ``"module:attr"`` and build the MDP (call it when it is a class or function)."""
     if not is_factory_path(path):
         raise MDPError(f"env {path!r} is neither a built-in env ({', '.join(BUILTIN_ENVS)}) nor a factory path 'package.module:attr'")
-    mod_name, attr = path.split(":")
     try:
-        obj: Any = importlib.import_module(mod_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as err:
-        raise MDPError(
-            f"the MDP factory {path!r} cannot be imported ({type(err).__name__}: {err}); make its module importable "
-            f"(install it or add its folder to PYTHONPATH), or pass the MDP object as mdp="
-        ) from None
+        obj: Any = import_object(path, "the MDP factory", require_callable=False)
+    except UserError as err:
+        raise MDPError(f"{err}; or pass the MDP object as mdp=") from None
     if inspect.isclass(obj) or (callable(obj) and not _looks_like_mdp(obj)):
         try:
             obj = obj()

@@ -8,9 +8,6 @@ every step. The plain RNN baseline is the same loop with ``w_jslds = w_fixed_poi
 
 from __future__ import annotations
 
-import importlib
-import json
-import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +16,15 @@ from typing import Any
 import torch
 
 from auxfn.core.checkpoint import load_checkpoint, save_checkpoint
-from auxfn.core.config import ConfigError, check_choice, check_positive, check_range, from_dict
+from auxfn.core.config import (
+    ConfigError,
+    check_choice,
+    check_import_path,
+    check_positive,
+    check_range,
+    from_dict,
+    import_object,
+)
 from auxfn.core.errors import UserError
 from auxfn.core.registry import Preset
 from auxfn.core.runs import Run, stop_at_step_boundary
@@ -31,26 +36,6 @@ from auxfn.jslds.model import JSLDS, Trajectories
 from auxfn.jslds.tasks import ContextIntegrationTask, FlipFlopTask
 
 __all__ = ["PRESETS", "JSLDSConfig", "JSLDSResult", "build_model", "build_task", "compile_loss", "evaluate", "load_run", "train"]
-
-
-_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
-def import_factory(path: str, field: str):
-    """The object named by ``"package.module:attr"`` (``attr`` may be dotted); UserError naming the path."""
-    module_name, _, attr = path.partition(":")
-    try:
-        obj = importlib.import_module(module_name)
-    except Exception as err:  # ImportError, or an error raised while importing the user's module
-        raise UserError(f"cannot import {field} {path!r}: module {module_name!r} failed to import "
-                        f"({type(err).__name__}: {err}); is it installed or on PYTHONPATH?") from err
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise UserError(f"cannot import {field} {path!r}: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise UserError(f"{field} {path!r} is not callable")
-    return obj
 
 
 @dataclass(frozen=True)
@@ -158,9 +143,7 @@ class JSLDSConfig:
         check_choice("device", self.device, ("cpu", "cuda", "auto"))
         check_range("threads", self.threads, 0, 1024)
         for name in ("cell_factory", "task_factory"):
-            value = getattr(self, name)
-            if value and not _FACTORY.match(value):
-                raise ConfigError(f"config field '{name}' = {value!r} is not an import path: allowed 'package.module:attribute'")
+            check_import_path(name, getattr(self, name))
         if self.task == "flipflop" and self.T <= 5 and not self.task_factory:
             raise ConfigError(f"config field 'T' = {self.T} is out of range: allowed T > 5 for flipflop (5 settle steps)")
 
@@ -205,7 +188,7 @@ class JSLDSResult:
 def build_task(cfg: JSLDSConfig):
     """The config's task: ``task_factory()`` when set, else the built-in ``task``."""
     if cfg.task_factory:
-        return import_factory(cfg.task_factory, "task_factory")()
+        return import_object(cfg.task_factory, "task_factory")()
     if cfg.task == "flipflop":
         return FlipFlopTask(cfg.n_bits, cfg.T, settle=5, mode=cfg.task_mode, p=cfg.pulse_p)
     return ContextIntegrationTask(cfg.T, bias_dist="normal" if cfg.task_mode == "official" else "uniform")
@@ -218,7 +201,7 @@ def build_model(cfg: JSLDSConfig, task, cell: torch.nn.Module | None = None) -> 
             raise UserError(f"task {type(task).__name__} has no '{attr}': a task needs n_input, n_output and sample(batch_size, generator)")
     g = make_generator(cfg.seed)
     if cell is None and cfg.cell_factory:
-        cell = import_factory(cfg.cell_factory, "cell_factory")(cfg.n_state, task.n_input)
+        cell = import_object(cfg.cell_factory, "cell_factory")(cfg.n_state, task.n_input)
         if not isinstance(cell, torch.nn.Module):
             raise UserError(f"cell_factory {cfg.cell_factory!r} returned {type(cell).__name__}, not a torch.nn.Module")
     if cell is None:
@@ -327,14 +310,16 @@ def _train(cfg: JSLDSConfig, *, out, resume, quiet, task, cell) -> JSLDSResult:
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
     gen = make_generator(cfg.seed + 1)
     if resume is not None:
+        Run.open(resume).require_user_objects({"task": task_obj, "cell": cell}, to="train (resume)")
         ck = load_checkpoint(resume, _modules(model), optimizers={"adam": opt}, schedulers={"lr": sched}, config=cfg,
-                             ignore_fields=(*_RESUMABLE, *_absent_new_fields(resume, cfg)), generators={"data": gen}, map_location=device)
+                             ignore_fields=_RESUMABLE, generators={"data": gen}, map_location=device)
         run, start = Run.resume(resume, ck.step, config=cfg, quiet=quiet), ck.step
         if start >= cfg.steps:
             raise UserError(f"{resume} already ran {start} steps; pass --steps N with N > {start} to continue")
     else:
         run, start = Run.create("jslds", cfg, name=f"{cfg.task}", out=out, quiet=quiet), 0
-        _record_user_objects(run, task_obj, cell)
+        run.record_user_objects({k: f"{type(v).__module__}.{type(v).__qualname__}"
+                                 for k, v in (("task", task_obj), ("cell", cell)) if v is not None})
     last_eval: dict[str, float] = {}
     t_train = 0.0
     with run, run.progress(cfg.steps, "jslds", initial=start) as bar:
@@ -400,27 +385,6 @@ def compile_loss(fn, wrapper: str = "cpp"):
     return torch.compile(fn, options={"cpp_wrapper": wrapper == "cpp"})
 
 
-def _absent_new_fields(run_dir, cfg: JSLDSConfig) -> tuple[str, ...]:
-    """Factory fields a checkpoint written before they existed lacks, when ``cfg`` leaves them at
-    their default (empty): such a run still resumes; a changed factory is still a mismatch."""
-    from auxfn.core.checkpoint import latest
-
-    path = latest(run_dir)
-    if path is None or not (path / "state.json").is_file():
-        return ()
-    stored = json.loads((path / "state.json").read_text()).get("config") or {}
-    return tuple(f for f in ("cell_factory", "task_factory") if f not in stored and not getattr(cfg, f))
-
-
-def _record_user_objects(run: Run, task, cell) -> None:
-    """Note in config.json which parts came as objects (not rebuildable from the config alone)."""
-    user = {k: f"{type(v).__module__}.{type(v).__qualname__}" for k, v in (("task", task), ("cell", cell)) if v is not None}
-    if user:
-        meta = run.metadata
-        meta["user_objects"] = user
-        (run.path / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-
-
 def _training_figures(run: Run, model: JSLDS, task, cfg: JSLDSConfig, run_jslds: bool, device) -> list[Path]:
     from auxfn.core.plotting import save_figure, subplots
 
@@ -462,18 +426,12 @@ def load_run(run_dir: str | Path, device: str = "cpu", *, task=None, cell: torch
     """
     run = Run.open(run_dir)
     cfg = from_dict(JSLDSConfig, run.metadata["config"])
-    user = run.metadata.get("user_objects", {}) if isinstance(run.metadata, dict) else {}
-    for kind, given in (("task", task), ("cell", cell)):
-        if kind in user and given is None:
-            raise UserError(f"run {run_dir} was trained with a {kind} object ({user[kind]}) passed to train(); "
-                            f"pass {kind}= to load_run, or train with the config field {kind}_factory='package.module:callable' "
-                            f"so that the run can be reloaded by itself")
+    run.require_user_objects({"task": task, "cell": cell}, to="load_run")
     task = task if task is not None else build_task(cfg)
     model = build_model(cfg, task, cell)
-    # the model is rebuilt from this run's own config.json; the factory fields are also ignored so that
-    # runs written before they existed (absent in the checkpoint, "" now) still load
-    load_checkpoint(run.path, _modules(model), config=cfg, ignore_fields=(*_RESUMABLE, "cell_factory", "task_factory"),
-                    restore_rng=False, map_location=device)
+    # the model is rebuilt from this run's own config.json (a run written before the factory fields
+    # existed lacks them in its checkpoint too: core treats an absent field at its default as equal)
+    load_checkpoint(run.path, _modules(model), config=cfg, ignore_fields=_RESUMABLE, restore_rng=False, map_location=device)
     model.eval()
     return cfg, model, task
 

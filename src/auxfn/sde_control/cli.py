@@ -14,21 +14,29 @@ NAME = "sde-control"
 
 
 def _train(argv: list[str]) -> int:
-    """``train [--system S] [--method M] [--preset paper|quick] [--field value ...] [--out DIR] [--resume DIR]``."""
+    """``train [--system S] [--method M] [--preset paper|quick] [--field value ...] [--out DIR] [--resume DIR]``.
+
+    ``--system-factory package.module:callable`` trains on a user's system (``--system`` names it).
+    """
     from auxfn.cli import UsageError, pop_option, train_command
-    from auxfn.sde_control.config import METHODS, SYSTEM_NAMES, preset
+    from auxfn.sde_control.config import METHODS, PRESETS, SYSTEM_NAMES, preset
     from auxfn.sde_control.training import train
 
     argv = list(argv)
-    system = pop_option(argv, "--system") or "harmonic"
+    # a user's system (--system-factory package.module:callable): --system is then its name in the
+    # run; the presets are the method's defaults unless that name is a built-in system's
+    factory = pop_option(argv, "--system-factory") or ""
+    system = pop_option(argv, "--system") or ("custom" if factory else "harmonic")
     method = pop_option(argv, "--method") or "as"
-    if system not in SYSTEM_NAMES:
-        raise UsageError(f"unknown system {system!r}; choose one of {', '.join(SYSTEM_NAMES)}")
+    if system not in SYSTEM_NAMES and not factory:
+        raise UsageError(f"unknown system {system!r}; choose one of {', '.join(SYSTEM_NAMES)}, "
+                         f"or name your own with --system-factory package.module:callable")
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    paper = "the official hyperparameters" if (system, method) in PRESETS else "the method's defaults"
     presets = {
-        "paper": Preset(f"{system}/{method}: the official hyperparameters", preset(system, method, "paper")),
-        "quick": Preset(f"{system}/{method}: fewer samples and steps, coarse simulation", preset(system, method, "quick")),
+        "paper": Preset(f"{system}/{method}: {paper}", preset(system, method, "paper", factory)),
+        "quick": Preset(f"{system}/{method}: fewer samples and steps, coarse simulation", preset(system, method, "quick", factory)),
     }
     return train_command(NAME, presets, train, default_preset="paper")(argv)
 

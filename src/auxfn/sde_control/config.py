@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
-from auxfn.core.config import ConfigError, check_choice, check_positive, check_range
+from auxfn.core.config import (
+    ConfigError,
+    check_choice,
+    check_import_path,
+    check_positive,
+    check_range,
+)
 
 __all__ = ["METHODS", "PRESETS", "SYSTEM_NAMES", "ControlConfig", "preset"]
 
 METHODS = ("as", "es-icnn", "es-quad", "es-linear")
+_LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
 SYSTEM_NAMES = ("harmonic", "energy", "prop32", "pendulum", "hopf", "lorenz", "stuart", "echo", "cellfate")
 
 
@@ -18,7 +26,12 @@ class ControlConfig:
     """Learn a stabilising stochastic controller (AS) or a controller plus a Lyapunov function (ES)."""
 
     system: str = "harmonic"
-    """harmonic, energy, prop32, pendulum, hopf, lorenz, stuart, echo or cellfate."""
+    """harmonic, energy, prop32, pendulum, hopf, lorenz, stuart, echo or cellfate. With system_factory:
+    the run's name for the user's system (letters, digits, '_', '-', '.')."""
+    system_factory: str = ""
+    """A user's system: 'package.module:callable' returning the uncontrolled ControlledSDE (called with
+    no arguments). Recorded in the run, so that simulate, eval and resume rebuild it. Empty: the
+    built-in system."""
     method: str = "as"
     """as (asymptotic stabiliser), es-icnn, es-quad (ES with the ICNN / diagonal-quadratic V), es-linear (x^T P x with u = Kx)."""
     lorenz_target: str = "P1"
@@ -118,7 +131,12 @@ class ControlConfig:
     """CPU threads for torch during the run (small nets are fastest on 1; 0 = leave torch's setting)."""
 
     def __post_init__(self) -> None:
-        check_choice("system", self.system, SYSTEM_NAMES)
+        if self.system_factory:
+            check_import_path("system_factory", self.system_factory)
+            if not _LABEL.match(self.system):
+                raise ConfigError(f"config field 'system' = {self.system!r} is not a name: allowed letters, digits, '_', '-', '.'")
+        else:
+            check_choice("system", self.system, SYSTEM_NAMES)
         check_choice("method", self.method, METHODS)
         check_choice("lorenz_target", self.lorenz_target, ("P1", "P2"))
         check_range("n_oscillators", self.n_oscillators, 2)
@@ -230,11 +248,15 @@ PRESETS: dict[tuple[str, str], dict[str, ControlConfig]] = {
 }
 
 
-def preset(system: str, method: str, name: str = "paper") -> ControlConfig:
-    """The ``name`` (``"paper"`` | ``"quick"``) preset of ``(system, method)``; a default-based one if the paper has none."""
+def preset(system: str, method: str, name: str = "paper", system_factory: str = "") -> ControlConfig:
+    """The ``name`` (``"paper"`` | ``"quick"``) preset of ``(system, method)``; a default-based one if the paper has none.
+
+    ``system_factory``: a user's system ('package.module:callable'); ``system`` is then its name.
+    """
+    if name not in ("paper", "quick"):
+        raise ConfigError(f"unknown preset {name!r}; choose paper or quick")
     if (system, method) in PRESETS:
-        if name not in PRESETS[(system, method)]:
-            raise ConfigError(f"unknown preset {name!r}; choose paper or quick")
-        return PRESETS[(system, method)][name]
-    cfg = ControlConfig(system=system, method=method)
+        cfg = PRESETS[(system, method)][name]
+        return dataclasses.replace(cfg, system_factory=system_factory) if system_factory else cfg
+    cfg = ControlConfig(system=system, method=method, system_factory=system_factory)
     return cfg if name == "paper" else _quick(cfg)

@@ -15,7 +15,9 @@ uncontrolled system on identical noise.
 
 from __future__ import annotations
 
+import copy
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,8 @@ import torch
 from torch import nn
 
 from auxfn.core.checkpoint import load_checkpoint, save_checkpoint
+from auxfn.core.config import import_object
+from auxfn.core.errors import UserError
 from auxfn.core.runs import Run, stop_at_step_boundary
 from auxfn.core.seeding import make_generator, seed_everything, torch_threads
 from auxfn.sde_control.config import ControlConfig
@@ -52,7 +56,13 @@ class ControlResult:
 
 
 def build_system(cfg: ControlConfig) -> ControlledSDE:
-    """The uncontrolled system of ``cfg``."""
+    """The uncontrolled system of ``cfg``: ``system_factory()`` when set, else the built-in ``system``."""
+    if cfg.system_factory:
+        sde = import_object(cfg.system_factory, "system_factory")()
+        if not isinstance(sde, ControlledSDE):
+            raise UserError(f"system_factory {cfg.system_factory!r} returned {type(sde).__name__}, not a ControlledSDE "
+                            f"(auxfn.sde_control.ControlledSDE: pass f0/g0 callables or subclass it)")
+        return sde
     kw: dict[str, Any] = {}
     if cfg.noise_type != "default":
         kw["noise_type"] = cfg.noise_type
@@ -148,12 +158,21 @@ def train(
 ) -> ControlResult:
     """Train by ``cfg``; ``system`` replaces the built-in system (a user's own uncontrolled SDE).
 
+    A run trained on a ``system`` object is reloaded with ``load_run(run_dir, system=...)`` and
+    resumed with the same object passed again; the CLI cannot rebuild it. To make a run that
+    ``auxfn sde-control simulate/eval`` and ``--resume`` rebuild by themselves, name an importable
+    factory in the config instead (``system_factory``). The object itself is not modified.
+
     Writes a run folder (config, metrics, checkpoints, figures, summary, report); ``resume``
     continues a run from its newest checkpoint (identical to an uninterrupted run).
     A non-finite loss raises :class:`auxfn.core.errors.DivergedError` naming the last good checkpoint.
     """
     # tiny nets: thread start-up costs more than the work; on a shared 2-core machine
     # the default thread pool made an AS step 60x slower (207 ms vs 3.4 ms, measured)
+    if system is not None and cfg.system_factory:
+        raise UserError("pass either system= or config field system_factory, not both")
+    if system is not None and not isinstance(system, ControlledSDE):
+        raise UserError(f"system= must be an auxfn.sde_control.ControlledSDE, got {type(system).__name__}")
     with torch_threads(cfg.threads):
         return _train(cfg, out=out, resume=resume, quiet=quiet, system=system, evaluate=evaluate)
 
@@ -163,9 +182,9 @@ def _train(cfg, *, out, resume, quiet, system, evaluate) -> ControlResult:
 
     seed_everything(cfg.seed)
     dtype = _dtype(cfg)
-    base = system if system is not None else build_system(cfg)
-    if cfg.control_entry == "drift" and base.control_entry != "drift":
-        base.control_entry = "drift"
+    if resume is not None:
+        Run.open(resume).require_user_objects({"system": system}, to="train (resume)")
+    base = _entry(cfg, system if system is not None else build_system(cfg))
     controller = build_controller(cfg, base).to(dtype)
     sde = base.with_controller(controller)
     V = build_lyapunov(cfg, base.dim)
@@ -191,7 +210,9 @@ def _train(cfg, *, out, resume, quiet, system, evaluate) -> ControlResult:
         state.update(ck.state)
         run, start = Run.resume(resume, ck.step, config=cfg, quiet=quiet), ck.step
     else:
-        run, start = Run.create(METHOD_NAME, cfg, name=f"{cfg.system}-{cfg.method}", out=out, quiet=quiet), 0
+        run, start = Run.create(METHOD_NAME, cfg, name=f"{_label(cfg, system)}-{cfg.method}", out=out, quiet=quiet), 0
+        if system is not None:
+            run.record_user_objects({"system": _describe(system)})
     if state["extra"]:
         x_train = torch.cat([x_train, torch.tensor(state["extra"], dtype=dtype)])
 
@@ -203,7 +224,7 @@ def _train(cfg, *, out, resume, quiet, system, evaluate) -> ControlResult:
 
     with run:
         step = start
-        bar = run.progress(cfg.max_iters, f"{cfg.system}/{cfg.method}", initial=start)
+        bar = run.progress(cfg.max_iters, f"{_label(cfg, system)}/{cfg.method}", initial=start)
         try:
             with stop_at_step_boundary() as stop:
                 while not state["stopped"] and step < cfg.max_iters:
@@ -303,6 +324,26 @@ def _train(cfg, *, out, resume, quiet, system, evaluate) -> ControlResult:
     return ControlResult(run.path, summary, sde, controller, V, history)
 
 
+def _entry(cfg: ControlConfig, base: ControlledSDE) -> ControlledSDE:
+    """``base`` with the config's control entry; a user's object is copied, not changed."""
+    if cfg.control_entry == "drift" and base.control_entry != "drift":
+        base = copy.copy(base)  # shallow: shares f0, g0 and parameters; only the attribute differs
+        base.control_entry = "drift"
+    return base
+
+
+def _label(cfg: ControlConfig, system: ControlledSDE | None) -> str:
+    """The run's name for its system: the config's, or the user object's own name."""
+    if system is None:
+        return cfg.system
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(getattr(system, "name", "") or "user")).strip("._") or "user"
+
+
+def _describe(system: ControlledSDE) -> str:
+    return (f"{type(system).__module__}.{type(system).__qualname__} {getattr(system, 'name', '')!r}, "
+            f"dim {system.dim}, {system.noise_type} noise")
+
+
 def _headline(summary: dict[str, Any]) -> dict[str, Any]:
     keys = ["iters", "iters_to_zero", "train_time_s", "heldout_violation_rate", "controlled/tau_mean_norm",
             "controlled/tau_per_path", "controlled/success_rate", "controlled/energy", "controlled/diverged",
@@ -310,15 +351,21 @@ def _headline(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary[k] for k in keys if k in summary}
 
 
-def load_run(run_dir: str | Path) -> tuple[ControlConfig, ControlledSDE, ControlledSDE, nn.Module | None]:
-    """Rebuild ``(cfg, uncontrolled system, controlled system, V)`` of a run from its newest checkpoint."""
+def load_run(run_dir: str | Path, *, system: ControlledSDE | None = None
+             ) -> tuple[ControlConfig, ControlledSDE, ControlledSDE, nn.Module | None]:
+    """Rebuild ``(cfg, uncontrolled system, controlled system, V)`` of a run from its newest checkpoint.
+
+    The system is rebuilt from the config (built-in, or its ``system_factory``); a run trained with
+    ``train(..., system=obj)`` needs that object passed here again (a UserError says so otherwise).
+    """
     from auxfn.core.config import from_dict
 
     run = Run.open(run_dir)
     cfg = from_dict(ControlConfig, run.metadata["config"])
-    base = build_system(cfg)
-    if cfg.control_entry == "drift":
-        base.control_entry = "drift"
+    run.require_user_objects({"system": system}, to="load_run")
+    if system is not None and cfg.system_factory:
+        raise UserError(f"run {run_dir} rebuilds its system from system_factory {cfg.system_factory!r}; do not pass system=")
+    base = _entry(cfg, system if system is not None else build_system(cfg))
     controller = build_controller(cfg, base).to(_dtype(cfg))
     V = build_lyapunov(cfg, base.dim)
     modules: dict[str, nn.Module] = {"controller": controller}
