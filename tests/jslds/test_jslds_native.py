@@ -162,6 +162,82 @@ def test_model_native_equals_python_function(built, kind, run_rnn, run_jslds):
         assert _rel(grads[1][k], grads[0][k]) < 1e-10, k
 
 
+@pytest.mark.parametrize("kind,rec,L", CASES)
+def test_kernel_sums_of_the_co_training_terms(built, kind, rec, L):
+    """with_sums: [sum (F(e) - e)^2, sum (h - a)^2] equal the sums over the returned trajectories, and
+    their gradients (added inside the kernel's backward) equal autograd's through those sums."""
+    spec, s0, X, wa, wb, E = _problem(kind, *rec, L, torch.float64)
+    params = [s0, wa, *([wb] if wb is not None else []), *(t for pair in E for t in pair)]
+    h, F_e, A, Eo, sums = native_mod.sequence_forward(spec, s0, X, wa, wb, E, with_sums=True)
+    rnn, jslds = rec
+    fp = ((F_e - Eo) ** 2).sum() if jslds else torch.zeros((), dtype=torch.float64)
+    ap = ((h - A) ** 2).sum() if rnn and jslds else torch.zeros((), dtype=torch.float64)
+    assert sums.shape == (2,) and _rel(sums[0], fp) < 1e-12 and _rel(sums[1], ap) < 1e-12
+    if not jslds:
+        return
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(4, generator=g, dtype=torch.float64)
+    lin = (w[2] * h).sum() + (w[3] * A).sum() if rnn else (w[3] * A).sum()
+    got = torch.autograd.grad(w[0] * sums[0] + w[1] * sums[1] + lin, params)
+    h2, F2, A2, E2 = native_mod.sequence_forward(spec, s0, X, wa, wb, E)
+    ap2 = ((h2 - A2) ** 2).sum() if rnn else 0.0
+    lin2 = (w[2] * h2).sum() + (w[3] * A2).sum() if rnn else (w[3] * A2).sum()
+    ref = torch.autograd.grad(w[0] * ((F2 - E2) ** 2).sum() + w[1] * ap2 + lin2, params)
+    for a, b in zip(got, ref, strict=True):
+        assert _rel(a, b) < 1e-10
+
+
+@pytest.mark.parametrize("kind", ["gru", "tanh"])
+def test_kernel_sums_gradcheck(built, kind):
+    spec, s0, X, wa, wb, E = _problem(kind, True, True, 2, torch.float64, B=2, n=3, u=2, T=3)
+    E_flat = [t for pair in E for t in pair]
+
+    def fn(s0, wa, *rest):
+        wb_ = rest[0] if kind == "gru" else None
+        tail = rest[1:] if kind == "gru" else rest
+        pairs = list(zip(tail[0::2], tail[1::2], strict=True))
+        return native_mod.sequence_forward(spec, s0, X, wa, wb_, pairs, with_sums=True)[4]
+
+    inputs = (s0, wa, *([wb] if wb is not None else []), *E_flat)
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["gru", "tanh", "relu"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_losses_on_the_native_sums_equal_the_python_function(built, kind, reduction):
+    """jslds_losses on a native model reads the kernel's sums for the fixed-point and approx terms:
+    every term and every parameter gradient equal the Python Function's; a trajectory edited after the
+    forward pass is summed anew."""
+    from auxfn.jslds import LossWeights, jslds_losses
+
+    py, nat = _model_pair(kind)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(4, 5, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(4, 5, 2, generator=g, dtype=torch.float64)
+    mask = torch.rand(4, 5, generator=g) > 0.3
+    w = LossWeights(3, 1, 100, 10)
+    results = []
+    for model in (py, nat):
+        model.zero_grad()
+        tr = model(x)
+        losses = jslds_losses(tr, y, mask, w, reduction=reduction)
+        losses["total"].backward()
+        results.append((tr, losses, {k: p.grad.clone() for k, p in model.named_parameters()}))
+    (tr_p, l_p, g_p), (tr_n, l_n, g_n) = results
+    assert tr_p.squared_distance("F_e", "e") is None and tr_n.squared_distance("F_e", "e") is not None
+    assert tr_n.squared_distance("h", "a") is not None
+    for k in l_p:
+        assert _rel(l_n[k].detach(), l_p[k].detach()) < 1e-12, k
+    for k in g_p:
+        assert _rel(g_n[k], g_p[k]) < 1e-10, k
+    # a field replaced after the forward pass: its term is computed from the new tensor
+    tr_n.e = tr_n.e.detach() + 1.0
+    assert tr_n.squared_distance("F_e", "e") is None and tr_n.squared_distance("h", "a") is not None
+    ref = ((tr_n.F_e.detach() - tr_n.e) ** 2).sum() / (tr_n.e.numel() if reduction == "mean" else 4)
+    assert _rel(jslds_losses(tr_n, y, mask, w, reduction=reduction)["fixed_point"].detach(), ref) < 1e-12
+    assert replace(tr_n).squared_distance("h", "a") is None  # a copy does not carry the sums
+
+
 def test_kept_trajectories_are_not_overwritten_by_later_calls(built):
     """The kernel reuses the buffers of earlier calls (a pool): only blocks nobody references.
     Trajectories kept from one call (and their graph) must survive later calls unchanged, and the

@@ -79,10 +79,13 @@ class _SquaredDistance(torch.autograd.Function):
         return (ga if ctx.needs_input_grad[0] else None), gb, None
 
 
-def _unmasked(a: torch.Tensor, b: torch.Tensor, reduction: str) -> torch.Tensor:
+def _unmasked(a: torch.Tensor, b: torch.Tensor, reduction: str, total: torch.Tensor | None = None) -> torch.Tensor:
     """``mean (a - b)^2`` over every entry, or the sum divided by the batch size (no mask of ones to
-    multiply: these terms count every step)."""
+    multiply: these terms count every step). ``total``: ``sum (a - b)^2`` already computed (by the
+    native kernel, which also carries its gradient)."""
     scale = 1.0 / a.shape[0] if reduction == "sum" else 1.0 / max(a.numel(), 1)
+    if total is not None:
+        return total * scale
     if torch.compiler.is_compiling() or not (a.requires_grad or b.requires_grad) or a.shape != b.shape:
         # inductor fuses mse_loss's forward and backward itself; without autograd there is no backward
         return torch.nn.functional.mse_loss(a, b, reduction="sum") * scale
@@ -127,9 +130,9 @@ def jslds_losses(
     terms: dict[str, torch.Tensor] = {}
     terms["rnn"] = _masked((traj.y_rnn - y) ** 2, mask, reduction) if traj.y_rnn is not None else zero
     terms["jslds"] = _masked((traj.y_jslds - y) ** 2, mask, reduction) if traj.y_jslds is not None else zero
-    terms["fixed_point"] = _unmasked(traj.F_e, traj.e, reduction) if traj.e is not None else zero
+    terms["fixed_point"] = _unmasked(traj.F_e, traj.e, reduction, traj.squared_distance("F_e", "e")) if traj.e is not None else zero
     has_both = traj.h is not None and traj.a is not None
-    terms["approx"] = _unmasked(traj.h, traj.a, reduction) if has_both else zero
+    terms["approx"] = _unmasked(traj.h, traj.a, reduction, traj.squared_distance("h", "a")) if has_both else zero
     for name, present in (("rnn", traj.y_rnn is not None), ("jslds", traj.y_jslds is not None),
                           ("fixed_point", traj.e is not None), ("approx", has_both)):
         if not present and getattr(w, name) > 0:

@@ -46,6 +46,19 @@ class Trajectories:
     def detach(self) -> Trajectories:
         return Trajectories(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).detach() for f in fields(self)})
 
+    def squared_distance(self, a: str, b: str) -> torch.Tensor | None:
+        """``sum (self.a - self.b)^2`` when the forward pass already computed it, else None.
+
+        The native sequence kernel accumulates the fixed-point (``"F_e", "e"``) and approx
+        (``"h", "a"``) totals as it runs, and adds their gradients inside its backward; the loss
+        then needs no pass over the trajectories. The total is used only while both fields are
+        still the very tensors it was computed from (a replaced or edited trajectory is summed anew).
+        """
+        hit = getattr(self, "_sums", {}).get((a, b))
+        if hit is None or hit[0] is not getattr(self, a) or hit[1] is not getattr(self, b):
+            return None
+        return hit[2]
+
 
 class StaticChannels:
     """``x*(x_t)``: zeros except the listed input channels, copied from ``x_t``.
@@ -216,7 +229,11 @@ class JSLDS(nn.Module):
         from auxfn.jslds.fused import SequenceSpec, sequence_forward
 
         if self.native:  # falls back to the Python Function off CPU, for other dtypes, or without a build
-            from auxfn.jslds.native import sequence_forward
+            from functools import partial
+
+            from auxfn.jslds.native import sequence_forward as native_forward
+
+            sequence_forward = partial(native_forward, with_sums=True)
         B, T, _ = x.shape
         kind = self.sequence_kind()
         one, zero = x.new_ones(B, T, 1), x.new_zeros(B, T, 1)
@@ -228,15 +245,21 @@ class JSLDS(nn.Module):
         wa, wb = self.cell.sequence_weights()
         spec = SequenceSpec(kind, run_rnn, run_jslds, len(self.expansion.layers))
         expansion = self.expansion.folded_weights() if run_jslds else []
-        h, F_e, A, E = sequence_forward(spec, s0, X, wa, wb, expansion)
+        h, F_e, A, E, *sums = sequence_forward(spec, s0, X, wa, wb, expansion)
         # the kernels' outputs are (T, B, n), dense: the readout reads them in that order (the (B, T, n)
         # view would be copied first, and its gradient copied back) and only its small output is transposed
-        return Trajectories(
+        traj = Trajectories(
             h=h.transpose(0, 1) if run_rnn else None, a=A.transpose(0, 1) if run_jslds else None,
             e=E.transpose(0, 1) if run_jslds else None, F_e=F_e.transpose(0, 1) if run_jslds else None,
             y_rnn=self.readout(h).transpose(0, 1) if run_rnn else None,
             y_jslds=self.readout(A).transpose(0, 1) if run_jslds else None,
         )
+        if sums and sums[0] is not None and run_jslds:
+            # the native kernel's totals of the two co-training terms (see Trajectories.squared_distance)
+            traj._sums = {("F_e", "e"): (traj.F_e, traj.e, sums[0][0])}
+            if run_rnn:
+                traj._sums[("h", "a")] = (traj.h, traj.a, sums[0][1])
+        return traj
 
     def _forward_fast(self, x: torch.Tensor, s0: torch.Tensor, run_rnn: bool, run_jslds: bool) -> Trajectories:
         """The training path for cells with an input-projected form.

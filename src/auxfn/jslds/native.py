@@ -150,46 +150,65 @@ def build_info() -> dict:
 
 
 class _NativeSequence(torch.autograd.Function):
-    """The same inputs, outputs and gradients as ``auxfn.jslds.fused._Sequence``."""
+    """The same inputs, outputs and gradients as ``auxfn.jslds.fused._Sequence``, plus a fifth output:
+    ``[sum (F(e) - e)^2, sum (h - a)^2]`` over all steps, rows and units (see :func:`sequence_forward`)."""
 
     @staticmethod
     def forward(ctx, spec: SequenceSpec, s0, X, Wa, Wb, *E):
         Eb, Em = list(E[0::2]), list(E[1::2])
-        saved = torch.ops.auxfn_jslds.sequence_forward(_KINDS[spec.cell], spec.rnn, spec.jslds, s0, X, Wa, Wb, Eb, Em)
+        saved = list(torch.ops.auxfn_jslds.sequence_forward(_KINDS[spec.cell], spec.rnn, spec.jslds, s0, X, Wa, Wb, Eb, Em))
+        sums = saved.pop()
         B, n = s0.shape
         H = B if spec.rnn else 0
         K = B if spec.jslds else 0
         M = H + K
         S, F, A = saved[0], saved[1], saved[2]
         ctx.spec, ctx.n_layers, ctx.has_wb = spec, len(Em), Wb is not None
+        ctx.T = S.shape[0]
         ctx.save_for_backward(s0, Wa, *([Wb] if Wb is not None else []), *Em, *saved)
+        # an output that no loss reads gets no gradient tensor (not a materialised full-size zero)
+        ctx.set_materialize_grads(False)
         empty = s0.new_empty(0)
         # the expansion points are the e rows of the stacked states, as in the Python Function
-        return (F[:, :H] if H else empty), (F[:, H:] if K else empty), (A if K else empty), (S[:, H:M, :n] if K else empty)
+        return ((F[:, :H] if H else empty), (F[:, H:] if K else empty), (A if K else empty), (S[:, H:M, :n] if K else empty),
+                sums)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, gFh, gFe, gA, gEo):
+    def backward(ctx, gFh, gFe, gA, gEo, gsums):
         spec, L = ctx.spec, ctx.n_layers
         s0, Wa, *rest = ctx.saved_tensors
         Wb = rest.pop(0) if ctx.has_wb else None
         Em, saved = rest[:L], rest[L:]
+        B, n = s0.shape
+        # a missing gradient is zero: one zero row, read through stride-0 (time, row) strides
+        zero = s0.new_zeros(n).expand(ctx.T, B, n)
+        gFh, gFe, gA, gEo = (g if g is not None else zero for g in (gFh, gFe, gA, gEo))
+        c_fp, c_ap = (2.0 * gsums).tolist() if gsums is not None else (0.0, 0.0)
         ng = ctx.needs_input_grad
         needs = [bool(ng[1]), bool(ng[3]), bool(ng[4]), any(ng[5:])]
         out = torch.ops.auxfn_jslds.sequence_backward(_KINDS[spec.cell], spec.rnn, spec.jslds, s0, Wa, Wb, Em, saved,
-                                                      gFh, gFe, gA, gEo, needs)
+                                                      gFh, gFe, gA, gEo, needs, c_fp, c_ap)
         g_s0, gWa, gWb = (g if need else None for g, need in zip(out[:3], needs[:3]))
         gE = list(out[3:]) if spec.jslds and needs[3] else [None] * (len(ng) - 5)
         return (None, g_s0, None, gWa, gWb if Wb is not None else None, *gE)
 
 
 def sequence_forward(spec: SequenceSpec, s0: torch.Tensor, X: torch.Tensor, Wa: torch.Tensor, Wb: torch.Tensor | None,
-                     expansion: list[tuple[torch.Tensor, torch.Tensor]]):
+                     expansion: list[tuple[torch.Tensor, torch.Tensor]], *, with_sums: bool = False):
     """:func:`auxfn.jslds.fused.sequence_forward` on the native kernel (same arguments, outputs and
     gradients); the Python Function where the kernel does not apply (not CPU, not float32/float64)
-    or could not be built (see :func:`load_native`)."""
+    or could not be built (see :func:`load_native`).
+
+    ``with_sums``: also return ``sums``, the differentiable totals ``[sum (F(e) - e)^2, sum (h - a)^2]``
+    that the kernel accumulates as it goes (in float64, then rounded to the dtype); the fixed-point and
+    approx loss terms read them instead of passing over the trajectories, and their gradients are added
+    inside the kernel's backward. ``None`` on the Python Function's path (and zeros for a term whose
+    recurrences were not run)."""
     tensors = [s0, X, Wa, *([Wb] if Wb is not None else []), *(t for pair in expansion for t in pair)]
     if not (all(t.device.type == "cpu" and t.dtype == s0.dtype for t in tensors) and s0.dtype in _DTYPES) or not load_native():
-        return python_sequence_forward(spec, s0, X, Wa, Wb, expansion)
+        out = python_sequence_forward(spec, s0, X, Wa, Wb, expansion)
+        return (*out, None) if with_sums else out
     flat = [t for pair in expansion for t in pair] if spec.jslds else []
-    return _NativeSequence.apply(spec, s0, X, Wa, Wb, *flat)  # X: any strides (the kernel reads them)
+    *out, sums = _NativeSequence.apply(spec, s0, X, Wa, Wb, *flat)  # X: any strides (the kernel reads them)
+    return (*out, sums) if with_sums else tuple(out)

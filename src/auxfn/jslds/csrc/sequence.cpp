@@ -330,6 +330,10 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& s0, const Tensor& 
   T* Sp = S.data_ptr<T>();
   T* Fp = F.data_ptr<T>();
   T* Ap = K ? A.data_ptr<T>() : nullptr;
+  // sum_j (F(e) - e)^2 and sum_j (h - a)^2 of every step and JSLDS row, in double: the fixed-point
+  // and approx loss terms read their totals from here instead of a pass over the trajectories each
+  Tensor rowsq = at::empty({K ? T_ : 0, K, 2}, opts.dtype(at::kDouble));
+  double* rsq = K ? rowsq.data_ptr<double>() : nullptr;
   // the RNN rows of step 0 start from s0; later steps' are written by the previous step's loop
   for (int64_t i = 0; i < H; ++i) std::copy(s0p + i * n, s0p + (i + 1) * n, Sp + i * m);
 
@@ -435,6 +439,44 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& s0, const Tensor& 
         }
       });
     }
+    if (K) {
+      const T* F_c = F_t;
+      const T* S_c = S_t;
+      const T* A_c = A_t;
+      for_rows(K, 2 * n, [&](int64_t k) {
+        const T* fe = F_c + (H + k) * n;
+        const T* e = S_c + (H + k) * m;
+        double q = 0;
+#pragma omp simd reduction(+ : q)
+        for (int64_t j = 0; j < n; ++j) {
+          const double v = fe[j] - e[j];
+          q += v * v;
+        }
+        double r = 0;
+        if (H) {
+          const T* h = F_c + k * n;
+          const T* a = A_c + k * n;
+#pragma omp simd reduction(+ : r)
+          for (int64_t j = 0; j < n; ++j) {
+            const double v = h[j] - a[j];
+            r += v * v;
+          }
+        }
+        rsq[(t * K + k) * 2] = q;
+        rsq[(t * K + k) * 2 + 1] = r;
+      });
+    }
+  }
+  // the two totals, summed in a fixed order (the same for any thread count)
+  Tensor sums = at::zeros({2}, opts);
+  if (K) {
+    double q = 0, r = 0;
+    for (int64_t i = 0; i < T_ * K; ++i) {
+      q += rsq[2 * i];
+      r += rsq[2 * i + 1];
+    }
+    sums.data_ptr<T>()[0] = static_cast<T>(q);
+    sums.data_ptr<T>()[1] = static_cast<T>(r);
   }
   std::vector<Tensor> out{S, F, A};
   if (gru) {
@@ -443,6 +485,7 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& s0, const Tensor& 
     out.push_back(Z);
   }
   for (auto& x : Zs) out.push_back(x);
+  out.push_back(sums);  // last: not saved for the backward
   return out;
 }
 
@@ -472,7 +515,8 @@ std::vector<Tensor> sequence_forward(int64_t kind, bool rnn, bool jslds, const T
 template <typename T>
 std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor& Wa, const c10::optional<Tensor>& Wb_opt,
                                   const std::vector<Tensor>& Em, const std::vector<Tensor>& saved, const Tensor& gFh,
-                                  const Tensor& gFe, const Tensor& gA, const Tensor& gEo, const std::vector<bool>& needs) {
+                                  const Tensor& gFe, const Tensor& gA, const Tensor& gEo, const std::vector<bool>& needs,
+                                  double c_fp, double c_ap) {
   const int64_t B = d.B, n = d.n, T_ = d.T, H = d.H, K = d.K, M = d.M, R = d.R, m = d.m, L = d.L;
   const bool gru = d.kind == GRU, relu = d.kind == RELU;
   auto opts = s0.options();
@@ -537,10 +581,15 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
   T* gdp = gd.data_ptr<T>();
   T* gdep = gde.data_ptr<T>();
   T* gSp = gS.data_ptr<T>();
+  // the gradients of the fixed-point and approx sums of squares: cf (F(e) - e) on F(e), its negation
+  // on e; ca (h - a) on h, its negation on a (cf = 2 dL/d sum (F(e) - e)^2, ca likewise)
+  const T cf = static_cast<T>(c_fp), ca = static_cast<T>(c_ap);
+  const T* Ap = K ? A.data_ptr<T>() : nullptr;
 
   for (int64_t t = T_ - 1; t >= 0; --t) {
     const T* S_t = Sp + t * R * m;
     const T* F_t = Fp + t * M * n;
+    const T* A_t = K ? Ap + t * K * n : nullptr;
     T* gGt = gG.data_ptr<T>();
     const T beta = t == T_ - 1 ? T(0) : T(1);  // the first step of the backward pass sets, later ones add
     // the incoming gradient of an RNN row's F is gFh plus the gradient carried from step t + 1 (gh)
@@ -566,9 +615,11 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
         if (i < H) {
           const T* gfh = gFhp + t * Fh_st + i * Fh_sr;
           const T* ghi = ghp + i * n;
+          const T* hi = F_t + i * n;
+          const T* ai = K ? A_t + i * n : hi;  // no JSLDS rows: no approx term (ca = 0, h - h = 0)
 #pragma omp simd
           for (int64_t j = 0; j < n; ++j) {
-            const T gf = gfh[j] + ghi[j], z = rzi[n + j], cv = ci[j];
+            const T gf = gfh[j] + ghi[j] + ca * (hi[j] - ai[j]), z = rzi[n + j], cv = ci[j];
             gsi[j] = gf * z;
             gzi[j] = gf * (s[j] - cv);
             gcci[j] = (gf - gf * z) * (T(1) - cv * cv);
@@ -587,10 +638,14 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
           T* gdsk = gdsxp + k * n;
           T* gdzk = gdrz + k * 2 * n + n;
           T* gcct = gcc + (M + k) * n;
+          const T* fe = F_t + i * n;
+          const T* ak = A_t + k * n;
+          const T* hk = H ? F_t + k * n : ak;  // no RNN rows: no approx term (ca = 0, a - a = 0)
 #pragma omp simd
           for (int64_t j = 0; j < n; ++j) {
-            const T gf = gfe[j], z = rzi[n + j], cv = ci[j], e = s[j];
-            const T gdv = gak[j] + gacc[j];
+            const T z = rzi[n + j], cv = ci[j], e = s[j];
+            const T gf = gfe[j] + cf * (fe[j] - e);
+            const T gdv = gak[j] + gacc[j] - ca * (hk[j] - ak[j]);
             gdk[j] = gdv;
             gdzk[j] = gdv * (e - cv);
             const T ge = gdv * dz[j];
@@ -663,12 +718,13 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
         if (i < H) {
           const T* gfh = gFhp + t * Fh_st + i * Fh_sr;
           const T* ghi = ghp + i * n;
+          const T* ai = K ? A_t + i * n : f;  // no JSLDS rows: no approx term (ca = 0, h - h = 0)
           if (relu) {
 #pragma omp simd
-            for (int64_t j = 0; j < n; ++j) ggi[j] = zi[j] > T(0) ? gfh[j] + ghi[j] : T(0);
+            for (int64_t j = 0; j < n; ++j) ggi[j] = zi[j] > T(0) ? gfh[j] + ghi[j] + ca * (f[j] - ai[j]) : T(0);
           } else {
 #pragma omp simd
-            for (int64_t j = 0; j < n; ++j) ggi[j] = (gfh[j] + ghi[j]) * (T(1) - f[j] * f[j]);
+            for (int64_t j = 0; j < n; ++j) ggi[j] = (gfh[j] + ghi[j] + ca * (f[j] - ai[j])) * (T(1) - f[j] * f[j]);
           }
         } else {
           const int64_t k = i - H;
@@ -678,23 +734,26 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
           const T* zt = z + (M + k) * n;
           T* gdk = gdp + k * n;
           T* ggt = gGt + (M + k) * n;
+          const T* e = S_t + i * m;
+          const T* ak = A_t + k * n;
+          const T* hk = H ? F_t + k * n : ak;  // no RNN rows: no approx term (ca = 0, a - a = 0)
           if (relu) {
 #pragma omp simd
             for (int64_t j = 0; j < n; ++j) {
-              const T gdv = gak[j] + gacc[j];
+              const T gdv = gak[j] + gacc[j] - ca * (hk[j] - ak[j]);
               const bool on = zi[j] > T(0);
               gdk[j] = gdv;
               ggt[j] = on ? gdv : T(0);
-              ggi[j] = on ? gfe[j] : T(0);
+              ggi[j] = on ? gfe[j] + cf * (f[j] - e[j]) : T(0);
             }
           } else {
 #pragma omp simd
             for (int64_t j = 0; j < n; ++j) {
-              const T gdv = gak[j] + gacc[j], fv = f[j], slope = T(1) - fv * fv;
+              const T gdv = gak[j] + gacc[j] - ca * (hk[j] - ak[j]), fv = f[j], slope = T(1) - fv * fv;
               gdk[j] = gdv;
               ggt[j] = gdv * slope;
               // d = (1 - f_e^2) dz: the second-order term -2 f_e dz on f_e
-              ggi[j] = (gfe[j] - T(2) * fv * zt[j] * gdv) * slope;
+              ggi[j] = (gfe[j] + cf * (fv - e[j]) - T(2) * fv * zt[j] * gdv) * slope;
             }
           }
         }
@@ -735,6 +794,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
         const T* gexk = gexp + k * n;
         const T* gdsk = gdsxp + k * n;
         const T* geo = gEot + k * Eo_sr;
+        const T* fe = F_t + (H + k) * n;
         T* gdek = gdep + k * n;
         T* gp = gp_last + k * n;
         if (has_gs) {
@@ -742,7 +802,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
           for (int64_t j = 0; j < n; ++j) {
             const T gdev = gst[j] + gdsk[j];
             gdek[j] = gdev;
-            const T ge = gdk[j] + gse[j] + gsi[j] + geo[j] + gexk[j] - gdev;
+            const T ge = gdk[j] + gse[j] + gsi[j] + geo[j] - cf * (fe[j] - e[j]) + gexk[j] - gdev;
             gp[j] = ge * (T(1) - e[j] * e[j]);
           }
         } else {
@@ -750,7 +810,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
           for (int64_t j = 0; j < n; ++j) {
             const T gdev = gst[j];
             gdek[j] = gdev;
-            const T ge = gdk[j] + gse[j] + geo[j] - gdev;
+            const T ge = gdk[j] + gse[j] + geo[j] - cf * (fe[j] - e[j]) - gdev;
             gp[j] = ge * (T(1) - e[j] * e[j]);
           }
         }
@@ -803,7 +863,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const Tensor& s0, const Tensor&
 std::vector<Tensor> sequence_backward(int64_t kind, bool rnn, bool jslds, const Tensor& s0, const Tensor& Wa,
                                       const c10::optional<Tensor>& Wb, at::TensorList Em, at::TensorList saved,
                                       const Tensor& gFh, const Tensor& gFe, const Tensor& gA, const Tensor& gEo,
-                                      c10::List<bool> needs_list) {
+                                      c10::List<bool> needs_list, double c_fp, double c_ap) {
   const Tensor& S = saved[0];
   TORCH_CHECK(S.dim() == 3, "sequence kernel: saved[0] must be the stacked rows (T, R, m)");
   const Dims d = make_dims(kind, rnn, jslds, s0, S.narrow(2, s0.size(1), S.size(2) - s0.size(1)),
@@ -825,7 +885,7 @@ std::vector<Tensor> sequence_backward(int64_t kind, bool rnn, bool jslds, const 
   const Tensor gFhc = rows_dense(gFh), gFec = rows_dense(gFe), gAc = rows_dense(gA), gEoc = rows_dense(gEo);
   std::vector<Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(s0.scalar_type(), "auxfn_jslds_sequence_backward", [&] {
-    out = backward_impl<scalar_t>(d, s0.contiguous(), Wac, Wbc, em, sv, gFhc, gFec, gAc, gEoc, needs);
+    out = backward_impl<scalar_t>(d, s0.contiguous(), Wac, Wbc, em, sv, gFhc, gFec, gAc, gEoc, needs, c_fp, c_ap);
   });
   return out;
 }
@@ -837,7 +897,7 @@ TORCH_LIBRARY(auxfn_jslds, m) {
   m.def("sequence_forward(int kind, bool rnn, bool jslds, Tensor s0, Tensor X, Tensor Wa, Tensor? Wb, "
         "Tensor[] Eb, Tensor[] Em) -> Tensor[]");
   m.def("sequence_backward(int kind, bool rnn, bool jslds, Tensor s0, Tensor Wa, Tensor? Wb, Tensor[] Em, "
-        "Tensor[] saved, Tensor gFh, Tensor gFe, Tensor gA, Tensor gEo, bool[] needs) -> Tensor[]");
+        "Tensor[] saved, Tensor gFh, Tensor gFe, Tensor gA, Tensor gEo, bool[] needs, float c_fp, float c_ap) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(auxfn_jslds, CPU, m) {
