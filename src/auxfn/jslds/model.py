@@ -228,12 +228,6 @@ class JSLDS(nn.Module):
         as ``[W_h; W_x; b]``; readouts and losses are computed on the stacked trajectories by autograd."""
         from auxfn.jslds.fused import SequenceSpec, sequence_forward
 
-        if self.native:  # falls back to the Python Function off CPU, for other dtypes, or without a build
-            from functools import partial
-
-            from auxfn.jslds.native import sequence_forward as native_forward
-
-            sequence_forward = partial(native_forward, with_sums=True)
         B, T, _ = x.shape
         kind = self.sequence_kind()
         one, zero = x.new_ones(B, T, 1), x.new_zeros(B, T, 1)
@@ -245,7 +239,13 @@ class JSLDS(nn.Module):
         wa, wb = self.cell.sequence_weights()
         spec = SequenceSpec(kind, run_rnn, run_jslds, len(self.expansion.layers))
         expansion = self.expansion.folded_weights() if run_jslds else []
-        h, F_e, A, E, *sums = sequence_forward(spec, s0, X, wa, wb, expansion)
+        if self.native:  # falls back to the Python Function off CPU, for other dtypes, or without a build
+            from auxfn.jslds.native import sequence_forward as native_forward
+
+            h, F_e, A, E, sums = native_forward(spec, s0, X, wa, wb, expansion, with_sums=True)
+        else:
+            h, F_e, A, E = sequence_forward(spec, s0, X, wa, wb, expansion)
+            sums = None
         # the kernels' outputs are (T, B, n), dense: the readout reads them in that order (the (B, T, n)
         # view would be copied first, and its gradient copied back) and only its small output is transposed
         traj = Trajectories(
@@ -254,11 +254,11 @@ class JSLDS(nn.Module):
             y_rnn=self.readout(h).transpose(0, 1) if run_rnn else None,
             y_jslds=self.readout(A).transpose(0, 1) if run_jslds else None,
         )
-        if sums and sums[0] is not None and run_jslds:
+        if sums is not None and run_jslds:
             # the native kernel's totals of the two co-training terms (see Trajectories.squared_distance)
-            traj._sums = {("F_e", "e"): (traj.F_e, traj.e, sums[0][0])}
+            traj._sums = {("F_e", "e"): (traj.F_e, traj.e, sums[0])}
             if run_rnn:
-                traj._sums[("h", "a")] = (traj.h, traj.a, sums[0][1])
+                traj._sums[("h", "a")] = (traj.h, traj.a, sums[1])
         return traj
 
     def _forward_fast(self, x: torch.Tensor, s0: torch.Tensor, run_rnn: bool, run_jslds: bool) -> Trajectories:

@@ -336,11 +336,11 @@ def _label(cfg: ControlConfig, system: ControlledSDE | None) -> str:
     """The run's name for its system: the config's, or the user object's own name."""
     if system is None:
         return cfg.system
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(getattr(system, "name", "") or "user")).strip("._") or "user"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(system.name)).strip("._") or "user"
 
 
 def _describe(system: ControlledSDE) -> str:
-    return (f"{type(system).__module__}.{type(system).__qualname__} {getattr(system, 'name', '')!r}, "
+    return (f"{type(system).__module__}.{type(system).__qualname__} {system.name!r}, "
             f"dim {system.dim}, {system.noise_type} noise")
 
 
